@@ -1,0 +1,80 @@
+//! The `proxyconf-server` binary: parses flags, sets up logging, and runs the library's server.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::Parser;
+use proxyconf_server::{
+    source::file::{self, FileSourceOptions},
+    telemetry::{self, LogFormat},
+};
+use tracing::error;
+
+/// Serves Konflux package registry proxy settings (ADR 0064) over gRPC.
+///
+/// Resolves the ConfigMap `konflux-info/cluster-config` into per-package-manager Hermeto settings
+/// and serves them on `proxyconf.v1.ProxyConfig` (Resolve, Watch, GetStatus), with
+/// `grpc.health.v1.Health` and server reflection (v1 and v1alpha) for grpcurl.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  \
+    # Serve the example ConfigMap manifest, following its changes\n  \
+    proxyconf-server --configmap-file deploy/examples/cluster-config.yaml\n\n  \
+    # Serve an env file (the cluster-config.env the ConfigMap is generated from) on another port\n  \
+    proxyconf-server --configmap-file cluster-config.env --listen 127.0.0.1:50052\n\n  \
+    # JSON logs with debug output from the server only\n  \
+    RUST_LOG=proxyconf_server=debug proxyconf-server --configmap-file cm.yaml --log-format json"
+)]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "0.0.0.0:50051", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// Read the ConfigMap from this file instead of the Kubernetes API: a manifest (YAML or JSON,
+    /// as `kubectl get configmap -o yaml` prints it) or a `key=value` env file. Changes to the file
+    /// are picked up within a second; a file that becomes unreadable or invalid keeps the last good
+    /// state.
+    #[arg(long, value_name = "PATH")]
+    configmap_file: Option<PathBuf>,
+
+    /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "proxyconf-server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let Some(path) = args.configmap_file else {
+        anyhow::bail!(
+            "no source: pass --configmap-file PATH (the Kubernetes source is not built into this \
+             version)"
+        );
+    };
+    // Fail fast on a wrong path or a broken file at start; later failures keep the last state.
+    file::read(&path).await?;
+    let source = file::follow(path, FileSourceOptions::default());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    proxyconf_server::run(listener, source, proxyconf_server::signal::shutdown()).await?;
+    Ok(())
+}

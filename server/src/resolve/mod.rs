@@ -1,0 +1,131 @@
+//! ConfigMap data → resolved package registry proxy settings (SPEC §2–§4).
+//!
+//! Pure: no I/O, no clock, no request. The server resolves once per ConfigMap change into an
+//! immutable [`Resolved`]; each request then only selects from it (see `snapshot`).
+
+pub mod boolean;
+pub mod package_manager;
+pub mod proxy_url;
+
+use std::collections::BTreeMap;
+
+/// The administrator's switch (ADR 0064). Missing or empty means false.
+pub const ALLOW_KEY: &str = "allow-package-registry-proxy";
+
+const URL_KEY_PREFIX: &str = "package-registry-proxy-";
+const URL_KEY_SUFFIX: &str = "-url";
+
+/// The package registry proxy settings of one ConfigMap state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// `allow-package-registry-proxy` parsed; false when missing, empty or invalid.
+    pub allowed: bool,
+    /// Every package manager with a valid URL, by name.
+    pub package_managers: BTreeMap<String, PackageManagerSetting>,
+    /// Every rejected value, sorted by key.
+    pub problems: Vec<Problem>,
+}
+
+/// A package manager routed through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageManagerSetting {
+    /// The `<pm>` of `package-registry-proxy-<pm>-url`.
+    pub name: String,
+    /// The validated URL, as configured.
+    pub url: String,
+    /// The Hermeto variable to export it as; `None` for `gomod-sum`.
+    pub hermeto_variable: Option<String>,
+}
+
+/// A rejected ConfigMap value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The ConfigMap key.
+    pub key: String,
+    /// The value, redacted (see [`proxy_url::redact`]).
+    pub value: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+    /// The package manager concerned; `None` when the problem concerns all of them.
+    pub package_manager: Option<String>,
+    /// The class of problem.
+    pub code: ProblemCode,
+}
+
+/// The classes of configuration problem, as the API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemCode {
+    InvalidBoolean,
+    InvalidUrl,
+    InvalidPackageManager,
+}
+
+/// Resolves the `data` of the ConfigMap. Keys that are neither the switch nor a proxy URL key are
+/// ignored; an empty URL means "not proxied", exactly like a missing key.
+pub fn resolve(data: &BTreeMap<String, String>) -> Resolved {
+    let mut resolved = Resolved::default();
+
+    if let Some(value) = data.get(ALLOW_KEY).filter(|v| !v.is_empty()) {
+        match boolean::parse_go_bool(value) {
+            Some(allowed) => resolved.allowed = allowed,
+            None => resolved.problems.push(Problem {
+                key: ALLOW_KEY.to_owned(),
+                value: proxy_url::redact(value),
+                reason: "not a boolean (use true or false); the proxy is treated as not allowed \
+                         until this is fixed"
+                    .to_owned(),
+                package_manager: None,
+                code: ProblemCode::InvalidBoolean,
+            }),
+        }
+    }
+
+    for (key, value) in data {
+        let Some(name) = key
+            .strip_prefix(URL_KEY_PREFIX)
+            .and_then(|rest| rest.strip_suffix(URL_KEY_SUFFIX))
+        else {
+            continue;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if !package_manager::is_valid_name(name) {
+            resolved.problems.push(Problem {
+                key: key.clone(),
+                value: proxy_url::redact(value),
+                reason: format!(
+                    "{name:?} is not a package manager name (lowercase letters, digits and single \
+                     '-', starting with a letter), so this URL is not used"
+                ),
+                package_manager: None,
+                code: ProblemCode::InvalidPackageManager,
+            });
+            continue;
+        }
+        match proxy_url::validate(name, value) {
+            Ok(()) => {
+                resolved.package_managers.insert(
+                    name.to_owned(),
+                    PackageManagerSetting {
+                        name: name.to_owned(),
+                        url: value.clone(),
+                        hermeto_variable: package_manager::hermeto_variable(name),
+                    },
+                );
+            }
+            Err(rejection) => resolved.problems.push(Problem {
+                key: key.clone(),
+                value: proxy_url::redact(value),
+                reason: format!("{rejection}; {name} is not proxied until this is fixed"),
+                package_manager: Some(name.to_owned()),
+                code: ProblemCode::InvalidUrl,
+            }),
+        }
+    }
+    resolved.problems.sort_by(|a, b| a.key.cmp(&b.key));
+    resolved
+}
+
+#[cfg(test)]
+mod tests;

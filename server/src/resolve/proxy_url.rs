@@ -1,0 +1,247 @@
+//! Validation of proxy URLs (SPEC §4) and redaction of rejected values.
+//!
+//! Any host an administrator configures is accepted: in-cluster service names, IP addresses,
+//! ports, custom domains. There are deliberately no registry domain patterns (the lesson of Flux
+//! issue 1974). What is rejected is what would make a build leak credentials, bypass the policy
+//! proxy, or be misread by Hermeto.
+
+use std::fmt;
+
+/// The longest proxy URL accepted, in bytes. Real proxy URLs are well under 200 bytes; anything
+/// near this is a mistake (or an attempt to bloat every build's environment).
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Why a proxy URL was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlRejection {
+    TooLong { len: usize },
+    WhitespaceOrControl,
+    NotHttp,
+    NoHost,
+    UserInfo,
+    Fragment,
+    GoproxyList,
+    Malformed(url::ParseError),
+}
+
+impl fmt::Display for UrlRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLong { len } => write!(
+                f,
+                "URL is {len} bytes long; at most {MAX_URL_LEN} are accepted"
+            ),
+            Self::WhitespaceOrControl => {
+                f.write_str("URL contains whitespace or control characters; remove them")
+            }
+            Self::NotHttp => f.write_str("not an absolute http:// or https:// URL"),
+            Self::NoHost => f.write_str("URL has no host"),
+            Self::UserInfo => f.write_str(
+                "URL contains credentials (user-info); credentials belong in the reverse proxy, \
+                 never in the ConfigMap",
+            ),
+            Self::Fragment => f.write_str("URL has a #fragment; remove it"),
+            Self::GoproxyList => f.write_str(
+                "gomod takes a single proxy URL, not a GOPROXY list (a list could fall back to \
+                 'direct' and bypass the policy proxy)",
+            ),
+            Self::Malformed(e) => write!(f, "malformed URL: {e}"),
+        }
+    }
+}
+
+/// Checks that `value` is an acceptable proxy URL for package manager `package_manager`.
+pub fn validate(package_manager: &str, value: &str) -> Result<(), UrlRejection> {
+    if value.len() > MAX_URL_LEN {
+        return Err(UrlRejection::TooLong { len: value.len() });
+    }
+    // The url crate silently strips leading/trailing whitespace and embedded tabs and newlines, so
+    // this must be checked on the raw value.
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(UrlRejection::WhitespaceOrControl);
+    }
+    if package_manager == "gomod" && value.contains([',', '|']) {
+        return Err(UrlRejection::GoproxyList);
+    }
+    // The url crate is lenient with special schemes (`http:host` and `http:///host` both parse
+    // with host `host`), so the shape `scheme://authority` is checked on the raw value too.
+    let rest = strip_prefix_ignore_case(value, "https://")
+        .or_else(|| strip_prefix_ignore_case(value, "http://"))
+        .ok_or(UrlRejection::NotHttp)?;
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(UrlRejection::UserInfo);
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(UrlRejection::NoHost);
+    }
+    let url = url::Url::parse(value).map_err(|e| match e {
+        url::ParseError::EmptyHost => UrlRejection::NoHost,
+        e => UrlRejection::Malformed(e),
+    })?;
+    if url.host().is_none() {
+        return Err(UrlRejection::NoHost);
+    }
+    if url.fragment().is_some() {
+        return Err(UrlRejection::Fragment);
+    }
+    Ok(())
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
+}
+
+/// The longest value shown in a problem report; longer ones are cut with `…`.
+const MAX_SHOWN_LEN: usize = 200;
+
+/// A rejected value made fit to show: credentials replaced by `***`, control characters escaped,
+/// and very long values shortened. Everything between `://` (or the start) and the last `@` is
+/// treated as credentials: over-redacting a path is harmless, leaking a password is not.
+pub fn redact(value: &str) -> String {
+    let shown = match value.rfind('@') {
+        Some(at) => {
+            let start = value.find("://").map_or(0, |i| i + 3).min(at);
+            format!("{}***{}", &value[..start], &value[at..])
+        }
+        None => value.to_owned(),
+    };
+    let mut out = String::with_capacity(shown.len().min(MAX_SHOWN_LEN + 8));
+    for (count, c) in shown.chars().enumerate() {
+        if count == MAX_SHOWN_LEN {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_any_configured_host() {
+        for url in [
+            "https://artifact-registry-proxy.caching.svc.cluster.local/repository/npm/",
+            "http://nexus.caching.svc:8081/repository/pypi/simple/",
+            "https://10.0.0.12/repository/go/",
+            "http://10.0.0.12:8080",
+            "https://[fd00::1]:8443/cargo/",
+            "https://oci-gateway.example.org/npm/",
+            "https://proxy.internal.corp/x?token-free=query",
+            "HTTPS://Nexus.Example.ORG/npm/",
+            "https://localhost:1/",
+        ] {
+            assert_eq!(validate("npm", url), Ok(()), "{url}");
+        }
+        assert_eq!(validate("gomod", "https://nexus.example.org/go/"), Ok(()));
+    }
+
+    #[test]
+    fn rejects_every_class() {
+        let long = format!("https://h/{}", "a".repeat(MAX_URL_LEN));
+        let table: &[(&str, &str, UrlRejection)] = &[
+            ("npm", "ftp://nexus/npm/", UrlRejection::NotHttp),
+            ("npm", "nexus.example.org/npm/", UrlRejection::NotHttp),
+            ("npm", "//nexus/npm/", UrlRejection::NotHttp),
+            ("npm", "http:nexus/npm", UrlRejection::NotHttp),
+            ("npm", "file:///etc/passwd", UrlRejection::NotHttp),
+            ("npm", "direct", UrlRejection::NotHttp),
+            ("npm", "https://", UrlRejection::NoHost),
+            ("npm", "https:///npm/", UrlRejection::NoHost),
+            ("npm", "https://:8080/npm/", UrlRejection::NoHost),
+            ("npm", "https://?q", UrlRejection::NoHost),
+            (
+                "npm",
+                "https://user:pass@nexus/npm/",
+                UrlRejection::UserInfo,
+            ),
+            ("npm", "https://token@nexus/npm/", UrlRejection::UserInfo),
+            ("npm", "https://@nexus/npm/", UrlRejection::UserInfo),
+            (
+                "npm",
+                "https://nexus/npm/ ",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            (
+                "npm",
+                " https://nexus/npm/",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            (
+                "npm",
+                "https://nex us/npm/",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            (
+                "npm",
+                "https://nexus/npm/\n",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            (
+                "npm",
+                "https://nexus/n\tpm/",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            (
+                "npm",
+                "https://nexus/\u{7f}",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            (
+                "npm",
+                "https://nexus/\u{a0}",
+                UrlRejection::WhitespaceOrControl,
+            ),
+            ("npm", "https://nexus/npm/#frag", UrlRejection::Fragment),
+            ("npm", "https://nexus/npm/#", UrlRejection::Fragment),
+            ("npm", &long, UrlRejection::TooLong { len: long.len() }),
+            (
+                "gomod",
+                "https://nexus/go/,direct",
+                UrlRejection::GoproxyList,
+            ),
+            (
+                "gomod",
+                "https://a/go/|https://b/go/",
+                UrlRejection::GoproxyList,
+            ),
+            ("gomod", "https://nexus/go/,off", UrlRejection::GoproxyList),
+            (
+                "npm",
+                "https://nexus:99999/",
+                UrlRejection::Malformed(url::ParseError::InvalidPort),
+            ),
+            (
+                "npm",
+                "https://[fd00::1/",
+                UrlRejection::Malformed(url::ParseError::InvalidIpv6Address),
+            ),
+        ];
+        for (pm, value, want) in table {
+            assert_eq!(validate(pm, value).as_ref(), Err(want), "{pm} {value:?}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_credentials_and_bounds_length() {
+        assert_eq!(
+            redact("https://user:s3cret@nexus/npm/"),
+            "https://***@nexus/npm/"
+        );
+        assert_eq!(redact("user:s3cret@nexus"), "***@nexus");
+        assert_eq!(redact("https://a@b@nexus/"), "https://***@nexus/");
+        assert_eq!(redact("https://nexus/npm/"), "https://nexus/npm/");
+        assert_eq!(redact("https://nexus/\n"), "https://nexus/\\n");
+        let long = "x".repeat(5000);
+        assert_eq!(redact(&long).chars().count(), MAX_SHOWN_LEN + 1);
+    }
+}

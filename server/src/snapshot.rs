@@ -1,0 +1,249 @@
+//! What the server serves now: an immutable snapshot of the resolved ConfigMap and its source's
+//! state, and the per-request selection from it (the `Resolution` a build step gets).
+//!
+//! A snapshot is built once per source event and shared (`Arc`) by every request and stream;
+//! requests only read it.
+
+use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
+
+use prost::Message;
+use proxyconf_proto::v1::{
+    self as pb, Decision, Resolution, ResolveRequest, SourceRef, SourceState,
+};
+
+use crate::{
+    resolve::{self, ProblemCode, Resolved, package_manager},
+    source::SourceDescription,
+};
+
+/// The served state. Cheap to clone (`Arc`s inside).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// What the source reads.
+    pub source: Arc<SourceDescription>,
+    /// The resolved ConfigMap; `None` until the source first observed it.
+    pub resolved: Option<Arc<Resolved>>,
+    /// Whether the ConfigMap exists (meaningful once `resolved` is set).
+    pub state: SourceState,
+    /// The ConfigMap's resourceVersion, when known.
+    pub resource_version: Option<String>,
+    /// When the resolved content last changed.
+    pub last_change: Option<SystemTime>,
+    /// When the source last delivered a state.
+    pub last_seen: Option<SystemTime>,
+    /// Set while the source fails: the last good state is served meanwhile.
+    pub failure: Option<SourceFailure>,
+}
+
+/// A failing source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFailure {
+    /// When it started failing.
+    pub since: SystemTime,
+    /// The latest error, with its causes.
+    pub error: String,
+}
+
+impl Snapshot {
+    /// The snapshot before the source said anything.
+    pub fn not_synced(source: SourceDescription) -> Self {
+        Self {
+            source: Arc::new(source),
+            resolved: None,
+            state: SourceState::NotSynced,
+            resource_version: None,
+            last_change: None,
+            last_seen: None,
+            failure: None,
+        }
+    }
+
+    /// Whether there is a state to serve.
+    pub fn is_synced(&self) -> bool {
+        self.resolved.is_some()
+    }
+
+    /// The resolution for `scope`, or `None` while not synced.
+    pub fn resolution(&self, scope: &Scope) -> Option<Resolution> {
+        let resolved = self.resolved.as_deref()?;
+        let decision = if !resolved.allowed {
+            Decision::AdministratorOff
+        } else if !scope.enable {
+            Decision::UserOptedOut
+        } else {
+            Decision::Active
+        };
+        let active = decision == Decision::Active;
+        let package_managers = if active {
+            resolved
+                .package_managers
+                .values()
+                .filter(|p| scope.includes(&p.name))
+                .map(|p| pb::PackageManager {
+                    name: p.name.clone(),
+                    url: p.url.clone(),
+                    env: p
+                        .hermeto_variable
+                        .iter()
+                        .map(|name| pb::EnvVar {
+                            name: name.clone(),
+                            value: p.url.clone(),
+                        })
+                        .collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let problems = resolved
+            .problems
+            .iter()
+            .filter(|p| {
+                p.package_manager
+                    .as_deref()
+                    .is_none_or(|pm| scope.includes(pm))
+            })
+            .map(problem_to_proto)
+            .collect();
+        let mut resolution = Resolution {
+            version: String::new(),
+            active,
+            decision: decision.into(),
+            package_managers,
+            problems,
+            source: Some(SourceRef {
+                state: self.state.into(),
+                resource_version: String::new(),
+            }),
+        };
+        // The version covers everything but itself and the resource version.
+        resolution.version = content_version(&resolution.encode_to_vec());
+        if let Some(source) = resolution.source.as_mut() {
+            source.resource_version = self.resource_version.clone().unwrap_or_default();
+        }
+        Some(resolution)
+    }
+
+    /// The server's status, as `GetStatus` reports it.
+    pub fn status(&self, now: SystemTime) -> pb::Status {
+        let resolved = self.resolved.as_deref();
+        pb::Status {
+            source_kind: self.source.kind.to_owned(),
+            source_location: self.source.location.clone(),
+            source: Some(SourceRef {
+                state: self.state.into(),
+                resource_version: self.resource_version.clone().unwrap_or_default(),
+            }),
+            last_change_unix_ms: unix_ms(self.last_change),
+            last_seen_unix_ms: unix_ms(self.last_seen),
+            stale: self.failure.is_some(),
+            stale_seconds: self
+                .failure
+                .as_ref()
+                .map(|f| now.duration_since(f.since).unwrap_or_default().as_secs())
+                .unwrap_or_default(),
+            source_error: self
+                .failure
+                .as_ref()
+                .map(|f| f.error.clone())
+                .unwrap_or_default(),
+            problems: resolved
+                .map(|r| r.problems.iter().map(problem_to_proto).collect())
+                .unwrap_or_default(),
+            package_registry_proxy_allowed: resolved.is_some_and(|r| r.allowed),
+            package_managers: resolved
+                .map(|r| r.package_managers.keys().cloned().collect())
+                .unwrap_or_default(),
+            subscribers: 0,
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: 0,
+        }
+    }
+}
+
+fn unix_ms(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn problem_to_proto(p: &resolve::Problem) -> pb::Problem {
+    pb::Problem {
+        key: p.key.clone(),
+        value: p.value.clone(),
+        reason: p.reason.clone(),
+        package_manager: p.package_manager.clone().unwrap_or_default(),
+        code: match p.code {
+            ProblemCode::InvalidBoolean => pb::ProblemCode::InvalidBoolean,
+            ProblemCode::InvalidUrl => pb::ProblemCode::InvalidUrl,
+            ProblemCode::InvalidPackageManager => pb::ProblemCode::InvalidPackageManager,
+        }
+        .into(),
+    }
+}
+
+/// A stable 64-bit content hash (FNV-1a) of the encoded resolution, in hex. Stable across
+/// processes and builds, so that every replica gives the same content the same version and a
+/// subscriber can resume on another replica.
+fn content_version(encoded: &[u8]) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = encoded
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME));
+    format!("{hash:016x}")
+}
+
+/// What one request asks for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The user's `enable-package-registry-proxy`.
+    pub enable: bool,
+    /// Only these package managers; `None` for all.
+    pub package_managers: Option<BTreeSet<String>>,
+}
+
+/// A request that names something that cannot be a package manager.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name:?} is not a package manager name (lowercase letters, digits and '-', e.g. npm, gomod)"
+)]
+pub struct InvalidScope {
+    /// The offending name.
+    pub name: String,
+}
+
+impl Scope {
+    /// Everything, proxy enabled: what a request with no fields asks for.
+    pub fn all() -> Self {
+        Self {
+            enable: true,
+            package_managers: None,
+        }
+    }
+
+    /// Validates a request.
+    pub fn from_request(request: &ResolveRequest) -> Result<Self, InvalidScope> {
+        let mut names = BTreeSet::new();
+        for name in &request.package_managers {
+            if !package_manager::is_valid_name(name) {
+                return Err(InvalidScope {
+                    name: name.chars().take(64).collect(),
+                });
+            }
+            names.insert(name.clone());
+        }
+        Ok(Self {
+            enable: request.enable_package_registry_proxy.unwrap_or(true),
+            package_managers: (!names.is_empty()).then_some(names),
+        })
+    }
+
+    fn includes(&self, name: &str) -> bool {
+        self.package_managers
+            .as_ref()
+            .is_none_or(|names| names.contains(name))
+    }
+}
+
+#[cfg(test)]
+mod tests;
