@@ -4,6 +4,8 @@
 //! (`snake_case`) so that JSON printed by the `proxyconf` client reads like the proto.
 #![forbid(unsafe_code)]
 
+pub mod contract;
+
 /// Generated messages, client and server of `proxyconf.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

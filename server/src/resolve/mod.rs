@@ -3,11 +3,12 @@
 //! Pure: no I/O, no clock, no request. The server resolves once per ConfigMap change into an
 //! immutable [`Resolved`]; each request then only selects from it (see `snapshot`).
 
-pub mod boolean;
 pub mod package_manager;
 pub mod proxy_url;
 
 use std::collections::BTreeMap;
+
+use proxyconf_proto::contract::parse_go_bool;
 
 /// The administrator's switch (ADR 0064). Missing or empty means false.
 pub const ALLOW_KEY: &str = "allow-package-registry-proxy";
@@ -66,7 +67,7 @@ pub fn resolve(data: &BTreeMap<String, String>) -> Resolved {
     let mut resolved = Resolved::default();
 
     if let Some(value) = data.get(ALLOW_KEY).filter(|v| !v.is_empty()) {
-        match boolean::parse_go_bool(value) {
+        match parse_go_bool(value) {
             Some(allowed) => resolved.allowed = allowed,
             None => resolved.problems.push(Problem {
                 key: ALLOW_KEY.to_owned(),

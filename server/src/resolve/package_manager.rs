@@ -4,21 +4,7 @@
 /// It is resolved and served, but never exported: Hermeto's config model forbids unknown fields.
 pub const GOMOD_SUM: &str = "gomod-sum";
 
-/// Whether `name` is a valid package manager name: lowercase ASCII letters, digits and single `-`
-/// between them, starting with a letter. A `--` is refused because it would become `__`, the
-/// separator between Hermeto's config sections.
-pub fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let Some(first) = bytes.first() else {
-        return false;
-    };
-    first.is_ascii_lowercase()
-        && !name.ends_with('-')
-        && !name.contains("--")
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
+pub use proxyconf_proto::contract::is_valid_package_manager_name as is_valid_name;
 
 /// The Hermeto variable that carries the proxy URL of `name`, or `None` for `gomod-sum`.
 ///
@@ -59,19 +45,14 @@ mod tests {
         ];
         for (name, want) in table {
             assert!(is_valid_name(name), "{name}");
-            assert_eq!(hermeto_variable(name).as_deref(), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn names() {
-        for bad in [
-            "", "NPM", "Npm", "-npm", "npm-", "go--mod", "1pm", "np m", "npm_x", "ñpm", "npm.x",
-        ] {
-            assert!(!is_valid_name(bad), "{bad:?}");
-        }
-        for good in ["a", "npm", "gomod-sum", "x1", "a-b-c"] {
-            assert!(is_valid_name(good), "{good:?}");
+            let variable = hermeto_variable(name);
+            assert_eq!(variable.as_deref(), want, "{name}");
+            if let Some(v) = variable {
+                assert!(
+                    proxyconf_proto::contract::is_hermeto_variable_name(&v),
+                    "{v}"
+                );
+            }
         }
     }
 }

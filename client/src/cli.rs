@@ -1,0 +1,227 @@
+//! The command line: flags as clap parses them, and their validation into settings.
+
+use std::{collections::BTreeSet, ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use proxyconf_proto::contract::{is_valid_package_manager_name, parse_go_bool};
+
+use crate::{exit::Failure, render::Format};
+
+const EXAMPLES: &str = "\
+Examples:
+  # In a prefetch step: export Hermeto's proxy variables, failing closed
+  eval \"$(proxyconf env --enable-package-registry-proxy=\"$ENABLE_PACKAGE_REGISTRY_PROXY\")\"
+
+  # Run Hermeto with the variables set, only for the package managers this build uses
+  proxyconf exec --package-managers npm,gomod -- hermeto fetch-deps ...
+
+  # Write a dotenv file atomically
+  proxyconf env --format dotenv --output /var/workdir/hermeto.env
+
+  # Follow changes, one JSON line per new answer; inspect the server
+  proxyconf watch
+  proxyconf status
+
+Exit codes: 0 success, 1 other failure, 2 usage, 69 server unavailable,
+78 configuration invalid for this build, 126/127 exec cannot run the command.";
+
+/// Thin client for proxyconf-server: gets the package registry proxy settings for a build and
+/// exports them as Hermeto variables, or runs a command with them.
+///
+/// Fails closed: when the server cannot be reached within --timeout, or the proxy applies to this
+/// build and one of its settings is invalid, it exits non-zero instead of letting the build fetch
+/// from upstream.
+#[derive(Debug, Parser)]
+#[command(name = "proxyconf", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// The server's address, http://HOST:PORT or HOST:PORT.
+    #[arg(
+        long,
+        env = "PROXYCONF_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true,
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    /// Overall deadline, retries included (e.g. 500ms, 3s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the variables to export (sorted by name), or write them to a file.
+    Env {
+        #[command(flatten)]
+        selection: Selection,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "shell")]
+        format: Format,
+        /// Write to this file (atomically) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Run a command with the variables added to its environment; exits with its exit code.
+    Exec {
+        #[command(flatten)]
+        selection: Selection,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Print the answer as a JSON line now and each time it changes; reconnects when the server
+    /// goes away.
+    Watch {
+        #[command(flatten)]
+        request: RequestArgs,
+    },
+    /// Show the server's status: its source, state, problems and package managers.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What to ask the server for.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// The pipeline parameter enable-package-registry-proxy (true/false, 1/0, t/f).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value = "true",
+        value_parser = parse_bool_flag,
+        action = ArgAction::Set
+    )]
+    pub enable_package_registry_proxy: bool,
+
+    /// Only these package managers (comma-separated, e.g. npm,gomod); empty means all. Only
+    /// their variables are exported and only their problems fail the call.
+    #[arg(long, value_name = "LIST", default_value = "")]
+    pub package_managers: String,
+}
+
+impl RequestArgs {
+    /// The validated scope; `None` for all package managers.
+    pub fn scope(&self) -> Result<Option<BTreeSet<String>>, Failure> {
+        let mut names = BTreeSet::new();
+        for name in self.package_managers.split(',').map(str::trim) {
+            if name.is_empty() {
+                continue;
+            }
+            if !is_valid_package_manager_name(name) {
+                return Err(Failure::Usage(format!(
+                    "--package-managers: {name:?} is not a package manager name (lowercase \
+                     letters, digits and '-', e.g. npm,gomod,pip)"
+                )));
+            }
+            names.insert(name.to_owned());
+        }
+        Ok((!names.is_empty()).then_some(names))
+    }
+}
+
+/// What to ask for and how to fail, for the commands that export variables.
+#[derive(Debug, Clone, Args)]
+pub struct Selection {
+    #[command(flatten)]
+    pub request: RequestArgs,
+
+    /// When the server cannot be reached, go on without the proxy (export nothing) instead of
+    /// failing. Invalid configuration still fails.
+    #[arg(long)]
+    pub allow_direct_on_unavailable: bool,
+
+    /// Do not print the one-line summary on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_bool_flag(value: &str) -> Result<bool, String> {
+    parse_go_bool(value).ok_or_else(|| format!("{value:?} is not a boolean (use true or false)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("proxyconf").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn enable_flag_spellings() {
+        for (arg, want) in [
+            ("--enable-package-registry-proxy=false", false),
+            ("--enable-package-registry-proxy=0", false),
+            ("--enable-package-registry-proxy=True", true),
+        ] {
+            let Command::Env { selection, .. } = parse(&["env", arg]).unwrap().command else {
+                panic!("env")
+            };
+            assert_eq!(
+                selection.request.enable_package_registry_proxy, want,
+                "{arg}"
+            );
+        }
+        let Command::Env { selection, .. } = parse(&["env"]).unwrap().command else {
+            panic!("env")
+        };
+        assert!(
+            selection.request.enable_package_registry_proxy,
+            "default true"
+        );
+        assert!(parse(&["env", "--enable-package-registry-proxy=yes"]).is_err());
+        let separate = parse(&["env", "--enable-package-registry-proxy", "false"]).unwrap();
+        let Command::Env { selection, .. } = separate.command else {
+            panic!("env")
+        };
+        assert!(!selection.request.enable_package_registry_proxy);
+    }
+
+    #[test]
+    fn scope_parsing() {
+        let args = |list: &str| RequestArgs {
+            enable_package_registry_proxy: true,
+            package_managers: list.to_owned(),
+        };
+        assert_eq!(args("").scope().unwrap(), None);
+        assert_eq!(
+            args("npm, gomod,npm,").scope().unwrap(),
+            Some(["gomod".to_owned(), "npm".to_owned()].into())
+        );
+        assert!(matches!(args("npm,PIP").scope(), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_dashes() {
+        let cli = parse(&["exec", "--quiet", "--", "hermeto", "--flag", "x"]).unwrap();
+        let Command::Exec { command, selection } = cli.command else {
+            panic!("exec")
+        };
+        assert!(selection.quiet);
+        assert_eq!(command, ["hermeto", "--flag", "x"]);
+        assert!(parse(&["exec"]).is_err(), "a command is required");
+    }
+
+    #[test]
+    fn timeout_and_server() {
+        let cli = parse(&["--timeout", "1500ms", "status", "--server", "h:1"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_millis(1500));
+        assert_eq!(cli.server, "h:1");
+        assert!(parse(&["--timeout", "soon", "status"]).is_err());
+    }
+}

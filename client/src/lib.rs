@@ -1,0 +1,234 @@
+//! proxyconf: the thin client a build step calls to get its package registry proxy settings from
+//! proxyconf-server, failing closed.
+//!
+//! # Layout
+//!
+//! - [`cli`]: flags and their validation.
+//! - [`remote`]: connecting and calling within a deadline, with retries.
+//! - [`exports`]: the server's answer → the variables a build may get.
+//! - [`render`]: shell / dotenv / JSON output, atomic files.
+//! - [`status`]: `proxyconf status` for a person.
+//! - [`exit`]: failures and their exit codes.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod exit;
+pub mod exports;
+pub mod remote;
+pub mod render;
+pub mod status;
+
+use std::{
+    ffi::OsString,
+    io::{self, Write},
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use proxyconf_proto::v1::{Decision, GetStatusRequest, Resolution, ResolveRequest, WatchRequest};
+use tokio::time::Instant;
+
+use crate::{
+    cli::{Cli, Command, RequestArgs, Selection},
+    exit::Failure,
+    exports::Variables,
+    remote::{CallError, ServerAddress},
+};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let server = ServerAddress::parse(&cli.server)?;
+    let deadline = Instant::now() + cli.timeout;
+    match cli.command {
+        Command::Env {
+            selection,
+            format,
+            output,
+        } => {
+            let variables = fetch_variables(&server, cli.timeout, deadline, &selection).await?;
+            let text = render::render(&variables, format);
+            match output {
+                Some(path) => render::write_atomically(&path, &text)
+                    .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))?,
+                None => write_stdout(text.as_bytes())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec { selection, command } => {
+            let variables = fetch_variables(&server, cli.timeout, deadline, &selection).await?;
+            Err(exec(&command, &variables))
+        }
+        Command::Watch { request } => watch(&server, cli.timeout, &request).await,
+        Command::Status { json } => {
+            let status = remote::call_with_retries(&server, deadline, |mut c| async move {
+                c.get_status(GetStatusRequest {})
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await
+            .map_err(|e| e.into_failure(&server, cli.timeout))?;
+            let text = if json {
+                format!("{}\n", to_json(&status)?)
+            } else {
+                status::render(&status, SystemTime::now())
+            };
+            write_stdout(text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn resolve_request(args: &RequestArgs) -> Result<ResolveRequest, Failure> {
+    Ok(ResolveRequest {
+        enable_package_registry_proxy: Some(args.enable_package_registry_proxy),
+        package_managers: args.scope()?.into_iter().flatten().collect(),
+    })
+}
+
+/// Asks the server and checks its answer; applies `--allow-direct-on-unavailable`.
+async fn fetch_variables(
+    server: &ServerAddress,
+    timeout: Duration,
+    deadline: Instant,
+    selection: &Selection,
+) -> Result<Variables, Failure> {
+    let scope = selection.request.scope()?;
+    let request = resolve_request(&selection.request)?;
+    let answer = remote::call_with_retries(server, deadline, |mut c| {
+        let request = request.clone();
+        async move { c.resolve(request).await.map(tonic::Response::into_inner) }
+    })
+    .await;
+    let resolution = match answer {
+        Ok(resolution) => resolution,
+        Err(error) => {
+            let failure = error.into_failure(server, timeout);
+            if matches!(failure, Failure::Unavailable(_)) && selection.allow_direct_on_unavailable {
+                eprintln!(
+                    "proxyconf: warning: {failure}; going on WITHOUT the package registry proxy \
+                     because --allow-direct-on-unavailable is set"
+                );
+                return Ok(Variables::new());
+            }
+            return Err(failure);
+        }
+    };
+    let variables = exports::variables(&resolution, scope.as_ref())?;
+    if !selection.quiet {
+        eprintln!("proxyconf: {}", summary(&resolution, &variables));
+    }
+    Ok(variables)
+}
+
+/// One line for the build log saying what was decided.
+fn summary(resolution: &Resolution, variables: &Variables) -> String {
+    let version = format!("(version {})", resolution.version);
+    match resolution.decision() {
+        Decision::Active if variables.is_empty() => format!(
+            "package registry proxy active, but no package manager in scope has a proxy URL; \
+             Hermeto fetches from upstream {version}"
+        ),
+        Decision::Active => format!(
+            "package registry proxy active: {} {version}",
+            variables.keys().cloned().collect::<Vec<_>>().join(" ")
+        ),
+        Decision::UserOptedOut => format!(
+            "package registry proxy not used: this pipeline set enable-package-registry-proxy \
+             to false {version}"
+        ),
+        Decision::AdministratorOff | Decision::Unspecified => format!(
+            "package registry proxy not used: the cluster administrator has not allowed it \
+             {version}"
+        ),
+    }
+}
+
+/// Replaces this process with `command`, the variables added to its environment. Returns only on
+/// failure.
+fn exec(command: &[OsString], variables: &Variables) -> Failure {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = command
+        .split_first()
+        .expect("clap requires at least one word of command");
+    let error = std::process::Command::new(program)
+        .args(args)
+        .envs(variables)
+        .exec();
+    let code = if error.kind() == io::ErrorKind::NotFound {
+        exit::COMMAND_NOT_FOUND
+    } else {
+        exit::CANNOT_EXECUTE
+    };
+    Failure::Exec(
+        format!("cannot run {}: {error}", program.to_string_lossy()),
+        code,
+    )
+}
+
+/// Follows the answer, printing each new version once as a JSON line. Reconnects when the stream
+/// breaks, resuming from the last printed version; gives up when the server stays unreachable for
+/// the whole `timeout`.
+async fn watch(
+    server: &ServerAddress,
+    timeout: Duration,
+    args: &RequestArgs,
+) -> Result<ExitCode, Failure> {
+    let request = resolve_request(args)?;
+    let mut last_version = String::new();
+    loop {
+        let deadline = Instant::now() + timeout;
+        let watch_request = WatchRequest {
+            request: Some(request.clone()),
+            resume_from_version: last_version.clone(),
+        };
+        let stream = remote::call_with_retries(server, deadline, |mut c| {
+            let watch_request = watch_request.clone();
+            async move {
+                c.watch(watch_request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await;
+        let mut stream = stream.map_err(|e| e.into_failure(server, timeout))?;
+        loop {
+            match stream.message().await {
+                Ok(Some(resolution)) => {
+                    if resolution.version == last_version {
+                        continue;
+                    }
+                    write_stdout(format!("{}\n", to_json(&resolution)?).as_bytes())?;
+                    last_version = resolution.version;
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    let error = CallError::Status(status);
+                    if !error.is_retryable() {
+                        return Err(error.into_failure(server, timeout));
+                    }
+                    eprintln!(
+                        "proxyconf: watch interrupted ({}); reconnecting",
+                        error.describe()
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
+    serde_json::to_string(value).map_err(|e| Failure::Other(format!("cannot print JSON: {e}")))
+}
+
+/// Writes to standard output; a closed pipe (`| head`) ends quietly.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Failure::Other(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,10 @@
+//! In-process tests of the gRPC surface: a real tonic client over 127.0.0.1 against `run`, fed by
+//! a source the test controls.
+
+mod grpc {
+    pub mod util;
+
+    mod health_and_reflection;
+    mod resolve;
+    mod watch;
+}

@@ -1,0 +1,148 @@
+//! Watch: initial message, one message per change for the request, nothing otherwise, resume.
+
+use proxyconf_proto::v1::{GetStatusRequest, ResolveRequest, WatchRequest};
+
+use super::util::{ConfigMapFixture, NEXUS, TestServer, eventually, within};
+
+fn watch_request(pms: &[&str], resume: &str) -> WatchRequest {
+    WatchRequest {
+        request: Some(ResolveRequest {
+            enable_package_registry_proxy: None,
+            package_managers: pms.iter().map(|s| (*s).to_owned()).collect(),
+        }),
+        resume_from_version: resume.to_owned(),
+    }
+}
+
+fn base() -> ConfigMapFixture {
+    ConfigMapFixture::new()
+        .allow("true")
+        .url("npm", &format!("{NEXUS}/npm/"))
+}
+
+#[tokio::test]
+async fn initial_message_then_each_change() {
+    let server = TestServer::with(base()).await;
+    let mut client = server.client().await;
+    let mut stream = client
+        .watch(watch_request(&[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(stream.message()).await.unwrap().unwrap();
+    assert_eq!(first.package_managers.len(), 1);
+
+    server
+        .observe(base().url("pip", &format!("{NEXUS}/pypi/simple/")))
+        .await;
+    let second = within(stream.message()).await.unwrap().unwrap();
+    assert_eq!(second.package_managers.len(), 2);
+    assert_ne!(second.version, first.version);
+
+    server.observe(base().allow("false")).await;
+    let third = within(stream.message()).await.unwrap().unwrap();
+    assert!(!third.active);
+}
+
+#[tokio::test]
+async fn a_change_outside_the_request_sends_nothing() {
+    let server = TestServer::with(base()).await;
+    let mut client = server.client().await;
+    let mut npm = client
+        .watch(watch_request(&["npm"], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(npm.message()).await.unwrap().unwrap();
+
+    // Not this subscriber's business: another package manager, an unrelated key, a new
+    // resourceVersion with the same content.
+    server
+        .observe(base().url("pip", &format!("{NEXUS}/pypi/simple/")))
+        .await;
+    server
+        .observe(
+            base()
+                .url("pip", &format!("{NEXUS}/pypi/simple/"))
+                .set("enable-keyless-signing", "true")
+                .resource_version("77"),
+        )
+        .await;
+    // Then a change that is: it must be the very next message.
+    server
+        .observe(base().url("npm", &format!("{NEXUS}/npm-group/")))
+        .await;
+    let next = within(npm.message()).await.unwrap().unwrap();
+    assert_ne!(next.version, first.version);
+    assert_eq!(next.package_managers[0].url, format!("{NEXUS}/npm-group/"));
+}
+
+#[tokio::test]
+async fn resume_from_the_current_version_sends_no_initial_message() {
+    let server = TestServer::with(base()).await;
+    let mut client = server.client().await;
+    let current = within(async {
+        let mut s = client
+            .watch(watch_request(&[], ""))
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap()
+    })
+    .await;
+
+    let mut resumed = client
+        .watch(watch_request(&[], &current.version))
+        .await
+        .unwrap()
+        .into_inner();
+    server.observe(base().allow("false")).await;
+    let next = within(resumed.message()).await.unwrap().unwrap();
+    assert!(
+        !next.active,
+        "the first message is the change, not the version it already had"
+    );
+
+    let mut stale = client
+        .watch(watch_request(&[], &current.version))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(stale.message()).await.unwrap().unwrap();
+    assert!(
+        !first.active,
+        "an outdated version gets the current answer at once"
+    );
+}
+
+#[tokio::test]
+async fn status_counts_subscribers() {
+    let server = TestServer::with(base()).await;
+    let mut client = server.client().await;
+    let mut a = client
+        .watch(watch_request(&[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut b = client
+        .watch(watch_request(&["npm"], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    within(a.message()).await.unwrap();
+    within(b.message()).await.unwrap();
+    let count = |mut c: proxyconf_proto::v1::proxy_config_client::ProxyConfigClient<_>| async move {
+        c.get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .subscribers
+    };
+    assert_eq!(count(client.clone()).await, 2);
+    drop(a);
+    eventually(|| {
+        let c = client.clone();
+        async move { count(c).await == 1 }
+    })
+    .await;
+}
