@@ -52,8 +52,10 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let address = listener.local_addr().ok();
-    info!(?address, source = %source.description, "serving proxyconf.v1");
+    match listener.local_addr() {
+        Ok(address) => info!(%address, source = %source.description, "serving proxyconf.v1"),
+        Err(error) => info!(%error, source = %source.description, "serving proxyconf.v1"),
+    }
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -1,0 +1,102 @@
+//! A change to the ConfigMap file reaches `proxyconf env` and `proxyconf watch`.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use super::util::{NEXUS, ServerProcess, env_file, eventually, replace_file, run, stderr, stdout};
+
+#[test]
+fn a_file_edit_reaches_env_and_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster-config.env");
+    std::fs::write(&file, env_file(&[("npm", &format!("{NEXUS}/npm/"))])).unwrap();
+    let server = ServerProcess::start(&file);
+
+    let mut watch = server
+        .client()
+        .args(["watch", "--package-managers", "npm,pip"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a watch line within 10s");
+        serde_json::from_str(&line).expect("each line is JSON")
+    };
+
+    let first = next();
+    assert_eq!(first["active"], true);
+    assert_eq!(first["package_managers"][0]["name"], "npm");
+
+    // An edit that does not concern this watcher's scope sends nothing; the next line is the
+    // edit that does.
+    replace_file(
+        &file,
+        &env_file(&[
+            ("npm", &format!("{NEXUS}/npm/")),
+            ("cargo", &format!("{NEXUS}/cargo/")),
+        ]),
+    );
+    eventually("env sees cargo", || {
+        stdout(&run(server.client().args(["env", "--quiet"]))).contains("HERMETO_CARGO__PROXY_URL")
+    });
+    replace_file(
+        &file,
+        &env_file(&[
+            ("npm", &format!("{NEXUS}/npm/")),
+            ("pip", &format!("{NEXUS}/pypi/simple/")),
+        ]),
+    );
+    let second = next();
+    assert_ne!(second["version"], first["version"]);
+    let names: Vec<&str> = second["package_managers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["npm", "pip"]);
+
+    let env = run(server.client().args(["env", "--quiet"]));
+    assert!(
+        stdout(&env).contains("HERMETO_PIP__PROXY_URL"),
+        "{}",
+        stderr(&env)
+    );
+    assert!(!stdout(&env).contains("HERMETO_CARGO__PROXY_URL"));
+
+    // A broken file keeps the last good state, visible as stale in status.
+    std::fs::write(&file, "this line is not key=value\nbroken\n").unwrap();
+    eventually("status shows the file as stale", || {
+        stdout(&run(server.client().args(["status"]))).contains("stale:            yes")
+    });
+    let env = run(server.client().args(["env", "--quiet"]));
+    assert!(env.status.success());
+    assert!(
+        stdout(&env).contains("HERMETO_PIP__PROXY_URL"),
+        "last good state served"
+    );
+
+    // Turning the proxy off reaches the watcher.
+    replace_file(&file, "allow-package-registry-proxy=false\n");
+    let third = next();
+    assert_eq!(third["active"], false);
+    assert_eq!(third["decision"], "DECISION_ADMINISTRATOR_OFF");
+
+    let _ = watch.kill();
+    let _ = watch.wait();
+}

@@ -1,0 +1,162 @@
+//! Running the real binaries: a server process on an ephemeral port, client invocations, and a
+//! ConfigMap file to edit.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The path of a workspace binary, built beside this test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so that the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+/// A running `proxyconf-server`, killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Every log line so far.
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts the server on `configmap_file`, on an ephemeral port, and waits until it listens.
+    pub fn start(configmap_file: &Path) -> Self {
+        let mut child = Command::new(binary("proxyconf-server"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--configmap-file",
+            ])
+            .arg(configmap_file)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start proxyconf-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let sink = logs.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "serving proxyconf.v1"
+                    && let Some(address) = event["address"].as_str()
+                {
+                    let _ = address_tx.send(address.to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", logs.lock().unwrap()));
+        Self {
+            child,
+            url: format!("http://{address}"),
+            logs,
+        }
+    }
+
+    /// The log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// A `proxyconf` command aimed at this server.
+    pub fn client(&self) -> Command {
+        let mut command = Command::new(binary("proxyconf"));
+        command.env("PROXYCONF_SERVER", &self.url);
+        command
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `command` to completion, failing the test if it takes more than 30 s.
+pub fn run(command: &mut Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("command finished within 30s")
+        .expect("command output")
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Replaces `path` atomically, as editors and kubelet do.
+pub fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Retries `check` every 50 ms until it holds, for at most 10 s.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within 10s: {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The example ConfigMap's proxy URLs.
+pub const NEXUS: &str = "https://artifact-registry-proxy.caching.svc.cluster.local/repository";
+
+/// An env-file ConfigMap allowing the proxy with `urls` (package manager, URL).
+pub fn env_file(urls: &[(&str, &str)]) -> String {
+    let mut content = String::from("allow-package-registry-proxy=true\n");
+    for (pm, url) in urls {
+        content.push_str(&format!("package-registry-proxy-{pm}-url={url}\n"));
+    }
+    content
+}
