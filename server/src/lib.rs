@@ -32,6 +32,9 @@ pub use error::{Error, Result};
 
 use crate::{service::ProxyConfigService, snapshot::Snapshot, source::Source};
 
+/// How long bursts of source events are folded together (see [`state::track`]).
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Serves `source` on `listener` until `shutdown` resolves.
 ///
 /// Health is NOT_SERVING and `Resolve` answers UNAVAILABLE until the source's first state; from
@@ -43,7 +46,7 @@ pub async fn run(
 ) -> Result<()> {
     let (sender, snapshots) =
         watch::channel(Arc::new(Snapshot::not_synced(source.description.clone())));
-    let tracker = tokio::spawn(state::track(source.events, sender));
+    let tracker = tokio::spawn(state::track(source.events, sender, COALESCE));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::not_serving(&reporter).await;

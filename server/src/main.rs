@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::Parser;
 use proxyconf_server::{
-    source::file::{self, FileSourceOptions},
+    source::{
+        file::{self, FileSourceOptions},
+        kubernetes::{self, KubernetesSourceOptions},
+    },
     telemetry::{self, LogFormat},
 };
 use tracing::error;
@@ -19,6 +22,8 @@ use tracing::error;
 #[command(
     version,
     after_help = "Examples:\n  \
+    # In a cluster: watch konflux-info/cluster-config with the pod's service account\n  \
+    proxyconf-server\n\n  \
     # Serve the example ConfigMap manifest, following its changes\n  \
     proxyconf-server --configmap-file deploy/examples/cluster-config.yaml\n\n  \
     # Serve an env file (the cluster-config.env the ConfigMap is generated from) on another port\n  \
@@ -31,12 +36,21 @@ struct Args {
     #[arg(long, default_value = "0.0.0.0:50051", value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// Read the ConfigMap from this file instead of the Kubernetes API: a manifest (YAML or JSON,
+    /// Read the ConfigMap from this file instead of watching it through the Kubernetes API
+    /// (in-cluster credentials, or KUBECONFIG / ~/.kube/config outside a cluster): a manifest (YAML or JSON,
     /// as `kubectl get configmap -o yaml` prints it) or a `key=value` env file. Changes to the file
     /// are picked up within a second; a file that becomes unreadable or invalid keeps the last good
     /// state.
     #[arg(long, value_name = "PATH")]
     configmap_file: Option<PathBuf>,
+
+    /// Namespace of the ConfigMap (Kubernetes source).
+    #[arg(long, default_value = "konflux-info", value_name = "NAMESPACE")]
+    namespace: String,
+
+    /// Name of the ConfigMap (Kubernetes source).
+    #[arg(long, default_value = "cluster-config", value_name = "NAME")]
+    configmap: String,
 
     /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, value_enum, default_value = "text")]
@@ -63,15 +77,28 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let Some(path) = args.configmap_file else {
-        anyhow::bail!(
-            "no source: pass --configmap-file PATH (the Kubernetes source is not built into this \
-             version)"
-        );
+    let source = match args.configmap_file {
+        Some(path) => {
+            // Fail fast on a wrong path or a broken file at start; later failures keep the last
+            // good state.
+            file::read(&path).await?;
+            file::follow(path, FileSourceOptions::default())
+        }
+        None => {
+            let client = kube::Client::try_default().await.context(
+                "cannot configure the Kubernetes client (no in-cluster service account and no \
+                 usable KUBECONFIG or ~/.kube/config); pass --configmap-file to serve a file",
+            )?;
+            kubernetes::follow(
+                client,
+                KubernetesSourceOptions {
+                    namespace: args.namespace,
+                    name: args.configmap,
+                    ..KubernetesSourceOptions::default()
+                },
+            )
+        }
     };
-    // Fail fast on a wrong path or a broken file at start; later failures keep the last state.
-    file::read(&path).await?;
-    let source = file::follow(path, FileSourceOptions::default());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1,11 +1,14 @@
 //! Turns a source's events into published snapshots: resolves each new ConfigMap state once,
 //! keeps the last good state when the source fails, and logs each change once with a summary.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use futures::{Stream, StreamExt};
 use proxyconf_proto::v1::SourceState;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
 use crate::{
@@ -15,18 +18,58 @@ use crate::{
 };
 
 /// Applies `events` to the snapshot in `snapshots` until the stream ends or every receiver is gone.
+///
+/// Bursts are coalesced: the first change is published at once, and further changes within
+/// `coalesce` of a publication are folded into one publication at the end of that window, so a
+/// lone change is not delayed and a burst wakes subscribers a few times, not once per event.
 pub async fn track(
     mut events: impl Stream<Item = SourceEvent> + Unpin,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    coalesce: Duration,
 ) {
-    while let Some(event) = events.next().await {
-        let current = snapshots.borrow().clone();
-        let next = apply(&current, event, SystemTime::now());
-        if snapshots.send(Arc::new(next)).is_err() {
-            return;
+    let mut window_ends: Option<Instant> = None;
+    let mut pending: Option<Snapshot> = None;
+    loop {
+        let flush_at = window_ends.filter(|_| pending.is_some());
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { break };
+                let base = match pending.take() {
+                    Some(p) => p,
+                    None => Snapshot::clone(&snapshots.borrow()),
+                };
+                let next = apply(&base, event, SystemTime::now());
+                let now = Instant::now();
+                if window_ends.is_some_and(|end| now < end) {
+                    pending = Some(next);
+                } else {
+                    if snapshots.send(Arc::new(next)).is_err() {
+                        return;
+                    }
+                    window_ends = Some(now + coalesce);
+                }
+            }
+            () = sleep_until_or_forever(flush_at) => {
+                if let Some(next) = pending.take() {
+                    if snapshots.send(Arc::new(next)).is_err() {
+                        return;
+                    }
+                    window_ends = Some(Instant::now() + coalesce);
+                }
+            }
         }
     }
+    if let Some(next) = pending.take() {
+        let _ = snapshots.send(Arc::new(next));
+    }
     warn!(source = %snapshots.borrow().source, "source ended; serving the last state");
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The snapshot that follows `current` after `event` at `now`.
@@ -231,5 +274,45 @@ mod tests {
         );
         assert!(!s.is_synced());
         assert!(s.failure.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_are_coalesced_and_a_lone_change_is_not_delayed() {
+        let (events_tx, events_rx) = tokio::sync::mpsc::channel(256);
+        let (sender, mut snapshots) = watch::channel(Arc::new(start()));
+        let window = Duration::from_millis(100);
+        tokio::spawn(track(
+            tokio_stream::wrappers::ReceiverStream::new(events_rx),
+            sender,
+            window,
+        ));
+        let value = |s: &Snapshot| s.resource_version.clone().unwrap_or_default();
+
+        // A lone change is published without waiting for the window.
+        let t0 = Instant::now();
+        events_tx.send(present(&[("a", "0")], "0")).await.unwrap();
+        snapshots.changed().await.unwrap();
+        assert_eq!(value(&snapshots.borrow_and_update()), "0");
+        assert_eq!(Instant::now(), t0, "no delay for a lone change");
+
+        // A burst of 100 inside the window: one more publication, carrying the last.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for i in 1..=100 {
+            events_tx
+                .send(present(&[("a", &i.to_string())], &i.to_string()))
+                .await
+                .unwrap();
+        }
+        let mut publications = 0;
+        while tokio::time::timeout(window * 3, snapshots.changed())
+            .await
+            .is_ok()
+        {
+            publications += 1;
+            snapshots.borrow_and_update();
+        }
+        assert_eq!(publications, 1, "the burst is folded into one publication");
+        let last = snapshots.borrow().clone();
+        assert_eq!(value(&last), "100", "the last one wins");
     }
 }

@@ -1,1 +1,5 @@
-//! Helpers for the end-to-end tests live in `tests/tests/util`.
+//! Test support shared by the integration tests: a Kubernetes API server fake that speaks the
+//! real list/watch wire protocol.
+#![forbid(unsafe_code)]
+
+pub mod fake_apiserver;

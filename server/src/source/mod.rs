@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod file_format;
+pub mod kubernetes;
 
 use std::{collections::BTreeMap, fmt};
 

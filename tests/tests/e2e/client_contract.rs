@@ -227,16 +227,6 @@ fn unreachable_server_fails_within_the_deadline() {
 }
 
 #[test]
-fn usage_errors_have_their_own_code() {
-    let out =
-        run(Command::new(binary("proxyconf"))
-            .args(["env", "--enable-package-registry-proxy=maybe"]));
-    assert_eq!(out.status.code(), Some(2));
-    let out = run(Command::new(binary("proxyconf")).args(["env", "--package-managers", "NPM"]));
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-}
-
-#[test]
 fn server_refuses_to_start_on_a_missing_file() {
     let out = run(Command::new(binary("proxyconf-server")).args([
         "--listen",

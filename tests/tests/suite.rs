@@ -1,0 +1,21 @@
+//! Integration tests, in one binary so that linking happens once:
+//!
+//! - `e2e`: the real `proxyconf-server` and `proxyconf` binaries as separate processes, talking
+//!   over loopback, driven the way a build step and an operator use them. The binaries are the
+//!   ones `cargo test --workspace` builds into the same target directory.
+//! - `kubernetes`: the server library with the real kube client against an API server fake that
+//!   speaks the list/watch wire protocol.
+
+mod e2e {
+    pub mod util;
+
+    mod client_contract;
+    mod file_changes;
+}
+
+mod kubernetes {
+    pub mod util;
+
+    mod faults;
+    mod sync;
+}
