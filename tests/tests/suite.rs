@@ -11,6 +11,7 @@ mod e2e {
 
     mod client_contract;
     mod file_changes;
+    mod kubernetes;
 }
 
 mod kubernetes {

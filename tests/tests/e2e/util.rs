@@ -47,15 +47,23 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `configmap_file`, on an ephemeral port, and waits until it listens.
     pub fn start(configmap_file: &Path) -> Self {
-        let mut child = Command::new(binary("proxyconf-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--configmap-file",
-            ])
-            .arg(configmap_file)
+        let mut command = Command::new(binary("proxyconf-server"));
+        command.arg("--configmap-file").arg(configmap_file);
+        Self::spawn(command)
+    }
+
+    /// Starts the server watching the Kubernetes API that `kubeconfig` points at.
+    pub fn start_kubernetes(kubeconfig: &Path) -> Self {
+        let mut command = Command::new(binary("proxyconf-server"));
+        command
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
