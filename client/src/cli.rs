@@ -34,7 +34,8 @@ Exit codes: 0 success, 1 other failure, 2 usage, 69 server unavailable,
 #[derive(Debug, Parser)]
 #[command(name = "proxyconf", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// The server's address, http://HOST:PORT or HOST:PORT.
+    /// The server's address, http://HOST:PORT or HOST:PORT; several, comma-separated, are used in
+    /// turn (retries and Watch reconnects go to the next one).
     #[arg(
         long,
         env = "PROXYCONF_SERVER",

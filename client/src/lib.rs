@@ -32,12 +32,12 @@ use crate::{
     cli::{Cli, Command, RequestArgs, Selection},
     exit::Failure,
     exports::Variables,
-    remote::{CallError, ServerAddress},
+    remote::{CallError, Servers},
 };
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let server = ServerAddress::parse(&cli.server)?;
+    let server = Servers::parse(&cli.server)?;
     let deadline = Instant::now() + cli.timeout;
     match cli.command {
         Command::Env {
@@ -87,7 +87,7 @@ fn resolve_request(args: &RequestArgs) -> Result<ResolveRequest, Failure> {
 
 /// Asks the server and checks its answer; applies `--allow-direct-on-unavailable`.
 async fn fetch_variables(
-    server: &ServerAddress,
+    server: &Servers,
     timeout: Duration,
     deadline: Instant,
     selection: &Selection,
@@ -169,7 +169,7 @@ fn exec(command: &[OsString], variables: &Variables) -> Failure {
 /// breaks, resuming from the last printed version; gives up when the server stays unreachable for
 /// the whole `timeout`.
 async fn watch(
-    server: &ServerAddress,
+    server: &Servers,
     timeout: Duration,
     args: &RequestArgs,
 ) -> Result<ExitCode, Failure> {

@@ -4,6 +4,7 @@
 
 use std::{
     future::Future,
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -13,39 +14,70 @@ use tonic::{Code, transport::Channel};
 
 use crate::exit::Failure;
 
-/// Where the server is, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddress(String);
+/// Where the servers are, validated: one address, or several separated by commas. Calls rotate
+/// over them, starting at a random one, so that clients spread over replicas and a retry or a
+/// reconnect goes to the next replica.
+#[derive(Debug)]
+pub struct Servers {
+    urls: Vec<String>,
+    next: AtomicUsize,
+}
 
-impl ServerAddress {
-    /// Accepts `http://host:port` or a bare `host:port` (taken as `http://`).
+impl Servers {
+    /// Accepts `http://host:port` or a bare `host:port` (taken as `http://`), comma-separated.
     pub fn parse(value: &str) -> Result<Self, Failure> {
-        let url = if value.contains("://") {
-            value.to_owned()
-        } else {
-            format!("http://{value}")
-        };
-        if url.starts_with("https://") {
-            return Err(Failure::Usage(format!(
-                "--server {value}: TLS is not supported by this version of proxyconf; use \
-                 http:// inside the cluster"
-            )));
+        let urls = value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(parse_one)
+            .collect::<Result<Vec<_>, _>>()?;
+        if urls.is_empty() {
+            return Err(Failure::Usage(
+                "--server is empty: expected http://HOST:PORT (or HOST:PORT), comma-separated"
+                    .to_owned(),
+            ));
         }
-        if !url.starts_with("http://") || url.len() == "http://".len() {
-            return Err(Failure::Usage(format!(
-                "--server {value:?}: expected http://HOST:PORT (or HOST:PORT)"
-            )));
-        }
-        tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| {
-            Failure::Usage(format!("--server {value:?} is not a valid address: {e}"))
-        })?;
-        Ok(Self(url))
+        let start =
+            (Jitter::new().spread(Duration::from_secs(1_000)).as_secs() as usize) % urls.len();
+        Ok(Self {
+            urls,
+            next: AtomicUsize::new(start),
+        })
     }
 
-    /// The address as a URL.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The next server to try.
+    pub fn pick(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.urls[i % self.urls.len()]
     }
+
+    /// All of them, for messages.
+    pub fn describe(&self) -> String {
+        self.urls.join(",")
+    }
+}
+
+fn parse_one(value: &str) -> Result<String, Failure> {
+    let url = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("http://{value}")
+    };
+    if url.starts_with("https://") {
+        return Err(Failure::Usage(format!(
+            "--server {value}: TLS is not supported by this version of proxyconf; use http:// \
+             inside the cluster"
+        )));
+    }
+    if !url.starts_with("http://") || url.len() == "http://".len() {
+        return Err(Failure::Usage(format!(
+            "--server {value:?}: expected http://HOST:PORT (or HOST:PORT)"
+        )));
+    }
+    tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| Failure::Usage(format!("--server {value:?} is not a valid address: {e}")))?;
+    Ok(url)
 }
 
 /// The longest pause between two tries.
@@ -55,7 +87,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Connects to `server` and runs `call`, retrying retryable failures until `deadline`.
 pub async fn call_with_retries<T, F, Fut>(
-    server: &ServerAddress,
+    servers: &Servers,
     deadline: Instant,
     mut call: F,
 ) -> Result<T, CallError>
@@ -67,7 +99,7 @@ where
     let mut jitter = Jitter::new();
     loop {
         let attempt = async {
-            let channel = connect(server).await?;
+            let channel = connect(servers.pick()).await?;
             call(ProxyConfigClient::new(channel))
                 .await
                 .map_err(CallError::Status)
@@ -87,10 +119,18 @@ where
     }
 }
 
+/// HTTP/2 keepalive, as the server sets it: a PING after 30 s of silence, answered within 10 s,
+/// so that a Watch on a dead connection fails within a minute instead of hanging.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a connection to `server`.
-pub async fn connect(server: &ServerAddress) -> Result<Channel, CallError> {
-    tonic::transport::Endpoint::from_shared(server.0.clone())
+pub async fn connect(server: &str) -> Result<Channel, CallError> {
+    tonic::transport::Endpoint::from_shared(server.to_owned())
         .map_err(CallError::Connect)?
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(CallError::Connect)
@@ -141,14 +181,14 @@ impl CallError {
     }
 
     /// The client failure for this error when talking to `server` with `timeout`.
-    pub fn into_failure(self, server: &ServerAddress, timeout: Duration) -> Failure {
+    pub fn into_failure(self, servers: &Servers, timeout: Duration) -> Failure {
         match &self {
             Self::Status(status) if status.code() == Code::InvalidArgument => Failure::Usage(
                 format!("the server refused the request: {}", status.message()),
             ),
             Self::Status(status) if !self.is_retryable() => Failure::Other(format!(
                 "the server at {} failed: {}: {}",
-                server.as_str(),
+                servers.describe(),
                 status.code(),
                 status.message()
             )),
@@ -157,7 +197,7 @@ impl CallError {
                  stops instead of fetching from upstream: check that proxyconf-server runs and \
                  --server points at it, or pass --allow-direct-on-unavailable to go on without \
                  the proxy",
-                server.as_str(),
+                servers.describe(),
                 humantime::format_duration(timeout),
                 self.describe()
             )),
@@ -192,19 +232,28 @@ mod tests {
 
     #[test]
     fn server_addresses() {
+        let one = Servers::parse("localhost:50051").unwrap();
+        assert_eq!(one.pick(), "http://localhost:50051");
+        assert_eq!(one.pick(), "http://localhost:50051");
+        let two = Servers::parse("http://a.svc:50051, b:1").unwrap();
+        let picks: std::collections::BTreeSet<&str> = (0..4).map(|_| two.pick()).collect();
         assert_eq!(
-            ServerAddress::parse("localhost:50051").unwrap().as_str(),
-            "http://localhost:50051"
+            picks,
+            ["http://a.svc:50051", "http://b:1"].into(),
+            "rotates"
         );
-        assert_eq!(
-            ServerAddress::parse("http://proxyconf.konflux-info.svc:50051")
-                .unwrap()
-                .as_str(),
-            "http://proxyconf.konflux-info.svc:50051"
-        );
-        for bad in ["", "ftp://x", "https://x:1", "http://", "http://a b"] {
+        assert_eq!(two.describe(), "http://a.svc:50051,http://b:1");
+        for bad in [
+            "",
+            ",",
+            "ftp://x",
+            "https://x:1",
+            "http://",
+            "http://a b",
+            "a:1,ftp://b",
+        ] {
             assert!(
-                matches!(ServerAddress::parse(bad), Err(Failure::Usage(_))),
+                matches!(Servers::parse(bad), Err(Failure::Usage(_))),
                 "{bad:?}"
             );
         }
@@ -225,7 +274,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unreachable_server_fails_at_the_deadline() {
         // Port 1 on loopback refuses connections.
-        let server = ServerAddress::parse("127.0.0.1:1").unwrap();
+        let server = Servers::parse("127.0.0.1:1").unwrap();
         let start = Instant::now();
         let deadline = start + Duration::from_secs(3);
         let err = call_with_retries(&server, deadline, |mut c| async move {

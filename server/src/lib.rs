@@ -11,8 +11,11 @@
 //! - [`telemetry`], [`signal`]: logging and shutdown for the binary.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod error;
 pub mod health;
+pub mod jitter;
+pub mod metrics;
 pub mod resolve;
 pub mod service;
 pub mod signal;
@@ -21,51 +24,164 @@ pub mod source;
 pub mod state;
 pub mod telemetry;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use proxyconf_proto::v1::proxy_config_server::ProxyConfigServer;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use error::{Error, Result};
 
-use crate::{service::ProxyConfigService, snapshot::Snapshot, source::Source};
+use crate::{
+    metrics::Metrics,
+    service::{ProxyConfigService, WatchLimits},
+    snapshot::Snapshot,
+    source::Source,
+};
 
-/// How long bursts of source events are folded together (see [`state::track`]).
-pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How the server runs. `Default` gives the production settings.
+#[derive(Debug)]
+pub struct ServerOptions {
+    /// How long bursts of source events are folded together (see [`state::track`]).
+    pub coalesce: Duration,
+    /// HTTP/2 keepalive: a PING after this much idle time...
+    pub keepalive_interval: Duration,
+    /// ...must be answered within this, or the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Connections (and Watch streams) are closed after about this long so that long-lived
+    /// subscribers rebalance over replicas; each process spreads it by ±10 %.
+    pub max_connection_age: Option<Duration>,
+    /// How long a connection past its age may finish its calls before it is closed.
+    pub max_connection_age_grace: Duration,
+    /// Streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Admission of new Watch streams.
+    pub watch_setups_per_second: u32,
+    /// Watch streams admitted at once.
+    pub watch_setup_burst: u32,
+    /// After shutdown starts, how long calls in flight may take before the server exits anyway.
+    pub shutdown_grace: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
+}
 
-/// Serves `source` on `listener` until `shutdown` resolves.
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            coalesce: Duration::from_millis(100),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Some(Duration::from_secs(30 * 60)),
+            max_connection_age_grace: Duration::from_secs(30),
+            max_concurrent_streams: 1024,
+            watch_setups_per_second: 1000,
+            watch_setup_burst: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+            metrics_listener: None,
+        }
+    }
+}
+
+/// Serves `source` on `listener` until `shutdown` resolves, then shuts down gracefully.
 ///
 /// Health is NOT_SERVING and `Resolve` answers UNAVAILABLE until the source's first state; from
-/// then on, every request reads the latest snapshot.
+/// then on, every request reads the latest snapshot. On shutdown, health goes NOT_SERVING first,
+/// open Watch streams end with UNAVAILABLE (clients reconnect elsewhere and resume), new calls
+/// are refused, and calls in flight get `shutdown_grace` to finish.
 pub async fn run(
     listener: TcpListener,
     source: Source,
+    options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
     let (sender, snapshots) =
         watch::channel(Arc::new(Snapshot::not_synced(source.description.clone())));
-    let tracker = tokio::spawn(state::track(source.events, sender, COALESCE));
+    let tracker = tokio::spawn(state::track(
+        source.events,
+        sender,
+        options.coalesce,
+        metrics.clone(),
+    ));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::not_serving(&reporter).await;
-    let health_task = tokio::spawn(health::serve_when_synced(reporter, snapshots.clone()));
+    let health_task = tokio::spawn(health::serve_when_synced(
+        reporter.clone(),
+        snapshots.clone(),
+    ));
 
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (drain, draining) = watch::channel(false);
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = options.metrics_listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            info!(%address, "serving metrics at /metrics");
+        }
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            snapshots.clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
 
+    let service = ProxyConfigService::new(
+        snapshots,
+        metrics,
+        draining,
+        &WatchLimits {
+            setups_per_second: options.watch_setups_per_second,
+            setup_burst: options.watch_setup_burst,
+            max_stream_age: options.max_connection_age,
+        },
+    );
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .max_concurrent_streams(options.max_concurrent_streams);
+    if let Some(age) = options.max_connection_age {
+        builder = builder
+            .max_connection_age(jitter::spread(age, 0.9, 1.1))
+            .max_connection_age_grace(options.max_connection_age_grace);
+    }
     match listener.local_addr() {
         Ok(address) => info!(%address, source = %source.description, "serving proxyconf.v1"),
         Err(error) => info!(%error, source = %source.description, "serving proxyconf.v1"),
     }
-    let result = tonic::transport::Server::builder()
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = builder
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(ProxyConfigServer::new(ProxyConfigService::new(snapshots)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(ProxyConfigServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = grpc_stopped.await;
+        });
+    tokio::pin!(server);
+
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            info!(grace = ?options.shutdown_grace, "shutting down: not serving, ending Watch streams");
+            health::not_serving(&reporter).await;
+            let _ = drain.send(true);
+            let _ = stop_grpc.send(());
+            match tokio::time::timeout(options.shutdown_grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(grace = ?options.shutdown_grace, "calls still in flight after the grace period; exiting anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracker.abort();
     health_task.abort();
     info!("server stopped");

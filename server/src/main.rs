@@ -1,10 +1,11 @@
 //! The `proxyconf-server` binary: parses flags, sets up logging, and runs the library's server.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use proxyconf_server::{
+    ServerOptions,
     source::{
         file::{self, FileSourceOptions},
         kubernetes::{self, KubernetesSourceOptions},
@@ -28,6 +29,8 @@ use tracing::error;
     proxyconf-server --configmap-file deploy/examples/cluster-config.yaml\n\n  \
     # Serve an env file (the cluster-config.env the ConfigMap is generated from) on another port\n  \
     proxyconf-server --configmap-file cluster-config.env --listen 127.0.0.1:50052\n\n  \
+    # Metrics for Prometheus, a longer shutdown grace period\n  \
+    proxyconf-server --metrics-listen 0.0.0.0:9090 --shutdown-grace 30s\n\n  \
     # JSON logs with debug output from the server only\n  \
     RUST_LOG=proxyconf_server=debug proxyconf-server --configmap-file cm.yaml --log-format json"
 )]
@@ -51,6 +54,19 @@ struct Args {
     /// Name of the ConfigMap (Kubernetes source).
     #[arg(long, default_value = "cluster-config", value_name = "NAME")]
     configmap: String,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when not given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// On SIGTERM/SIGINT: how long calls in flight may take before the server exits anyway.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    shutdown_grace: Duration,
+
+    /// Close connections and Watch streams after about this long (spread ±10 %) so that
+    /// long-lived subscribers rebalance over replicas; 0 keeps them forever.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    max_connection_age: Duration,
 
     /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, value_enum, default_value = "text")]
@@ -99,9 +115,29 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             )
         }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    proxyconf_server::run(listener, source, proxyconf_server::signal::shutdown()).await?;
+    let listener = bind(args.listen).await?;
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
+    let options = ServerOptions {
+        shutdown_grace: args.shutdown_grace,
+        max_connection_age: (!args.max_connection_age.is_zero()).then_some(args.max_connection_age),
+        metrics_listener,
+        ..ServerOptions::default()
+    };
+    proxyconf_server::run(
+        listener,
+        source,
+        options,
+        proxyconf_server::signal::shutdown(),
+    )
+    .await?;
     Ok(())
+}
+
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
 }

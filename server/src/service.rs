@@ -3,11 +3,8 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Instant, SystemTime},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures::Stream;
@@ -20,8 +17,12 @@ use tonic::{Request, Response};
 use tracing::{debug, instrument};
 
 use crate::{
+    admission::TokenBucket,
     error::Error,
+    jitter,
+    metrics::{Metrics, Outcome},
     snapshot::{Scope, Snapshot},
+    state::sleep_until_or_forever,
 };
 
 /// The gRPC service over the published snapshots.
@@ -29,24 +30,55 @@ use crate::{
 pub struct ProxyConfigService {
     /// The latest snapshot; each request or stream reads from its own receiver.
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// Open Watch streams, for status.
-    subscribers: Arc<AtomicU64>,
+    /// Counters and gauges, shared with the metrics endpoint.
+    metrics: Arc<Metrics>,
+    /// Becomes true when the server shuts down: streams end, new ones are refused.
+    draining: watch::Receiver<bool>,
+    /// Bounds how fast Watch streams may be opened.
+    admission: Arc<TokenBucket>,
+    /// Each Watch stream ends (UNAVAILABLE, to be resumed) after about this long, so that
+    /// long-lived subscribers spread again over replicas; `None` keeps streams open forever.
+    max_stream_age: Option<Duration>,
     /// When the server started, for status.
     started: Instant,
 }
 
+/// How the service treats Watch streams.
+#[derive(Debug, Clone)]
+pub struct WatchLimits {
+    /// New streams admitted per second, after the burst.
+    pub setups_per_second: u32,
+    /// New streams admitted at once.
+    pub setup_burst: u32,
+    /// See [`ProxyConfigService::max_stream_age`].
+    pub max_stream_age: Option<Duration>,
+}
+
 impl ProxyConfigService {
     /// A service answering from `snapshots`.
-    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> Self {
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        metrics: Arc<Metrics>,
+        draining: watch::Receiver<bool>,
+        limits: &WatchLimits,
+    ) -> Self {
         Self {
             snapshots,
-            subscribers: Arc::default(),
+            metrics,
+            draining,
+            admission: Arc::new(TokenBucket::new(
+                limits.setups_per_second,
+                limits.setup_burst,
+            )),
+            max_stream_age: limits.max_stream_age,
             started: Instant::now(),
         }
     }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<Resolution, tonic::Status>> + Send>>;
+
+const SHUTTING_DOWN: &str = "proxyconf-server is shutting down; reconnect (to another replica) and resume from your last version";
 
 #[tonic::async_trait]
 impl ProxyConfig for ProxyConfigService {
@@ -55,10 +87,18 @@ impl ProxyConfig for ProxyConfigService {
         &self,
         request: Request<ResolveRequest>,
     ) -> Result<Response<Resolution>, tonic::Status> {
-        let scope = Scope::from_request(request.get_ref()).map_err(Error::from)?;
-        let snapshot = self.snapshots.borrow().clone();
-        let resolution = snapshot.resolution(&scope).ok_or(Error::NotSynced)?;
-        Ok(Response::new(resolution))
+        let result = Scope::from_request(request.get_ref())
+            .map_err(Error::from)
+            .and_then(|scope| {
+                let snapshot = self.snapshots.borrow().clone();
+                snapshot.resolution(&scope).ok_or(Error::NotSynced)
+            });
+        self.metrics.resolved(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(Error::NotSynced) => Outcome::Unavailable,
+            Err(_) => Outcome::InvalidArgument,
+        });
+        Ok(Response::new(result?))
     }
 
     type WatchStream = WatchStream;
@@ -68,19 +108,33 @@ impl ProxyConfig for ProxyConfigService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, tonic::Status> {
+        if *self.draining.borrow() {
+            return Err(tonic::Status::unavailable(SHUTTING_DOWN));
+        }
         let request = request.into_inner();
         let scope =
             Scope::from_request(&request.request.unwrap_or_default()).map_err(Error::from)?;
+        if !self.admission.try_take() {
+            self.metrics.watch_rejected.inc();
+            return Err(tonic::Status::resource_exhausted(
+                "too many Watch streams opened at once; retry after a jittered backoff",
+            ));
+        }
+        let expires = self
+            .max_stream_age
+            // Spread over [70 %, 90 %] so that streams opened together end apart, and before
+            // their connection's own age (±10 %) forces them.
+            .map(|age| tokio::time::Instant::now() + jitter::spread(age, 0.7, 0.9));
         let subscription = Subscription {
             snapshots: self.snapshots.clone(),
+            draining: self.draining.clone(),
             scope,
             last_version: request.resume_from_version,
-            _counted: Counted::new(self.subscribers.clone()),
+            expires,
+            ended: false,
+            _counted: Counted::new(self.metrics.clone()),
         };
-        debug!(
-            subscribers = self.subscribers.load(Ordering::Relaxed),
-            "watch opened"
-        );
+        debug!(subscribers = self.metrics.subscribers.get(), "watch opened");
         Ok(Response::new(Box::pin(futures::stream::unfold(
             subscription,
             Subscription::next,
@@ -94,7 +148,7 @@ impl ProxyConfig for ProxyConfigService {
     ) -> Result<Response<Status>, tonic::Status> {
         let snapshot = self.snapshots.borrow().clone();
         let mut status = snapshot.status(SystemTime::now());
-        status.subscribers = self.subscribers.load(Ordering::Relaxed);
+        status.subscribers = u64::try_from(self.metrics.subscribers.get()).unwrap_or_default();
         status.uptime_seconds = self.started.elapsed().as_secs();
         Ok(Response::new(status))
     }
@@ -104,40 +158,73 @@ impl ProxyConfig for ProxyConfigService {
 /// latest snapshot: a slow client skips versions instead of queueing them.
 struct Subscription {
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    draining: watch::Receiver<bool>,
     scope: Scope,
     /// The version the client has; nothing is sent while it stays current.
     last_version: String,
+    /// When this stream ends so that the client reconnects.
+    expires: Option<tokio::time::Instant>,
+    /// Set after the final status, to end the stream.
+    ended: bool,
     _counted: Counted,
 }
 
 impl Subscription {
     async fn next(mut self) -> Option<(Result<Resolution, tonic::Status>, Self)> {
+        if self.ended {
+            return None;
+        }
         loop {
+            if *self.draining.borrow_and_update() {
+                return self.end(SHUTTING_DOWN);
+            }
             let snapshot = self.snapshots.borrow_and_update().clone();
             if let Some(resolution) = snapshot.resolution(&self.scope)
                 && resolution.version != self.last_version
             {
                 self.last_version.clone_from(&resolution.version);
+                self._counted.0.watch_messages.inc();
                 return Some((Ok(resolution), self));
             }
-            // The server is shutting down when the sender is gone: end the stream.
-            self.snapshots.changed().await.ok()?;
+            let expires = self.expires;
+            tokio::select! {
+                changed = self.snapshots.changed() => {
+                    // The sender is gone only when the server stops.
+                    changed.ok()?;
+                }
+                changed = self.draining.changed() => {
+                    if changed.is_err() {
+                        return self.end(SHUTTING_DOWN);
+                    }
+                }
+                () = sleep_until_or_forever(expires) => {
+                    return self.end(
+                        "this Watch stream reached its maximum age; reconnect and resume from your \
+                         last version",
+                    );
+                }
+            }
         }
+    }
+
+    fn end(mut self, why: &str) -> Option<(Result<Resolution, tonic::Status>, Self)> {
+        self.ended = true;
+        Some((Err(tonic::Status::unavailable(why)), self))
     }
 }
 
-/// Counts itself in a gauge while it lives.
-struct Counted(Arc<AtomicU64>);
+/// Counts itself in the subscribers gauge while it lives.
+struct Counted(Arc<Metrics>);
 
 impl Counted {
-    fn new(gauge: Arc<AtomicU64>) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(gauge)
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.subscribers.inc();
+        Self(metrics)
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.subscribers.dec();
     }
 }

@@ -12,6 +12,7 @@ use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
 use crate::{
+    metrics::Metrics,
     resolve::{Resolved, resolve},
     snapshot::{Snapshot, SourceFailure},
     source::{ConfigMapState, SourceEvent, error_chain},
@@ -26,6 +27,7 @@ pub async fn track(
     mut events: impl Stream<Item = SourceEvent> + Unpin,
     snapshots: watch::Sender<Arc<Snapshot>>,
     coalesce: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let mut window_ends: Option<Instant> = None;
     let mut pending: Option<Snapshot> = None;
@@ -38,7 +40,13 @@ pub async fn track(
                     Some(p) => p,
                     None => Snapshot::clone(&snapshots.borrow()),
                 };
+                if matches!(event, SourceEvent::Failed(_)) {
+                    metrics.source_errors.inc();
+                }
                 let next = apply(&base, event, SystemTime::now());
+                if next.last_change != base.last_change {
+                    metrics.config_changes.inc();
+                }
                 let now = Instant::now();
                 if window_ends.is_some_and(|end| now < end) {
                     pending = Some(next);
@@ -65,7 +73,8 @@ pub async fn track(
     warn!(source = %snapshots.borrow().source, "source ended; serving the last state");
 }
 
-async fn sleep_until_or_forever(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever when there is none (a disabled branch of a `select!`).
+pub(crate) async fn sleep_until_or_forever(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -285,6 +294,7 @@ mod tests {
             tokio_stream::wrappers::ReceiverStream::new(events_rx),
             sender,
             window,
+            Arc::default(),
         ));
         let value = |s: &Snapshot| s.resource_version.clone().unwrap_or_default();
 

@@ -335,19 +335,14 @@ struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
-    seed: u64,
 }
 
 impl Backoff {
     fn new((first, max): (Duration, Duration)) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| u64::from(d.subsec_nanos()) | 1);
         Self {
             first,
             max,
             next: first,
-            seed,
         }
     }
 
@@ -356,11 +351,7 @@ impl Backoff {
     }
 
     fn next(&mut self) -> Duration {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let spread = 0.5 + (self.seed % 1000) as f64 / 1000.0;
-        let pause = self.next.mul_f64(spread);
+        let pause = crate::jitter::spread(self.next, 0.5, 1.5);
         self.next = (self.next * 2).min(self.max);
         pause
     }

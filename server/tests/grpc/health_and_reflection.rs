@@ -11,6 +11,18 @@ use super::util::{ConfigMapFixture, TestServer, eventually, within};
 async fn not_serving_until_the_first_state() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);
+    let liveness = health
+        .check(HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        liveness.status(),
+        ServingStatus::Serving,
+        "alive before synced"
+    );
     for service in ["", SERVICE_NAME] {
         let status = health
             .check(HealthCheckRequest {

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use futures::StreamExt;
 use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
-use proxyconf_server::source::{ConfigMapState, Source, SourceDescription, SourceEvent};
+use proxyconf_server::{
+    ServerOptions,
+    source::{ConfigMapState, Source, SourceDescription, SourceEvent},
+};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, oneshot},
@@ -15,13 +18,25 @@ use tonic::transport::Channel;
 /// A running server and the handles to drive it.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where metrics are served, when asked for.
+    pub metrics_addr: Option<SocketAddr>,
     events: mpsc::Sender<SourceEvent>,
     stop: Option<oneshot::Sender<()>>,
+    /// `run`'s outcome.
+    pub finished: Option<tokio::task::JoinHandle<proxyconf_server::Result<()>>>,
 }
 
 impl TestServer {
     /// Starts a server whose source has said nothing yet.
     pub async fn start() -> Self {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    /// Starts a server with `options` (and metrics on an ephemeral port).
+    pub async fn start_with(mut options: ServerOptions) -> Self {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = Some(metrics.local_addr().unwrap());
+        options.metrics_listener = Some(metrics);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (events, rx) = mpsc::channel(16);
@@ -33,18 +48,49 @@ impl TestServer {
             events: ReceiverStream::new(rx).boxed(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            proxyconf_server::run(listener, source, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
+        let finished = tokio::spawn(proxyconf_server::run(listener, source, options, async {
+            let _ = stopped.await;
+        }));
         Self {
             addr,
+            metrics_addr,
             events,
             stop: Some(stop),
+            finished: Some(finished),
         }
+    }
+
+    /// Starts the server's shutdown, as SIGTERM does.
+    pub fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// The Prometheus text the metrics endpoint serves.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr.unwrap())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// The value of the metric line starting with `name` (e.g. `proxyconf_watch_subscribers`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+            .parse()
+            .unwrap()
     }
 
     /// Starts a server that has observed `configmap`.

@@ -66,7 +66,7 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            proxyconf_server::run(listener, source, async {
+            proxyconf_server::run(listener, source, Default::default(), async {
                 let _ = stopped.await;
             })
             .await

@@ -1,0 +1,198 @@
+//! Prometheus metrics (text format at `/metrics` on a listener of their own), so that the gRPC
+//! port stays gRPC-only and the NetworkPolicy can admit each from different places.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::snapshot::Snapshot;
+
+/// The outcome of a `Resolve` call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Ok,
+    Unavailable,
+    InvalidArgument,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
+
+/// Every metric the server exports. Cheap to share (`Arc`); updating is lock-free.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    resolve_requests: Family<OutcomeLabels, Counter>,
+    /// Open Watch streams.
+    pub subscribers: Gauge,
+    /// Messages sent on Watch streams.
+    pub watch_messages: Counter,
+    /// Watch streams refused because too many were opened at once.
+    pub watch_rejected: Counter,
+    /// Changes of the served configuration.
+    pub config_changes: Counter,
+    /// Failures of the source.
+    pub source_errors: Counter,
+    source_stale: Gauge,
+    source_stale_seconds: Gauge,
+    source_synced: Gauge,
+    config_problems: Gauge,
+    proxy_allowed: Gauge,
+    package_managers: Gauge,
+}
+
+impl Metrics {
+    /// Counts a `Resolve` call.
+    pub fn resolved(&self, outcome: Outcome) {
+        self.resolve_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the gauges that describe `snapshot`, as of `now`.
+    pub fn observe(&self, snapshot: &Snapshot, now: SystemTime) {
+        let stale = snapshot.failure.as_ref();
+        self.source_stale.set(i64::from(stale.is_some()));
+        self.source_stale_seconds.set(
+            stale
+                .map(|f| now.duration_since(f.since).unwrap_or_default().as_secs())
+                .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
+        );
+        self.source_synced.set(i64::from(snapshot.is_synced()));
+        let resolved = snapshot.resolved.as_deref();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.config_problems
+            .set(resolved.map_or(0, |r| count(r.problems.len())));
+        self.proxy_allowed
+            .set(i64::from(resolved.is_some_and(|r| r.allowed)));
+        self.package_managers
+            .set(resolved.map_or(0, |r| count(r.package_managers.len())));
+    }
+
+    /// A registry (prefix `proxyconf`) holding these metrics and the build info.
+    fn registry(self: &Arc<Self>) -> Registry {
+        let mut registry = Registry::with_prefix("proxyconf");
+        registry.register(
+            "resolve_requests",
+            "Resolve calls by outcome",
+            self.resolve_requests.clone(),
+        );
+        registry.register(
+            "watch_subscribers",
+            "Open Watch streams",
+            self.subscribers.clone(),
+        );
+        registry.register(
+            "watch_messages",
+            "Messages sent on Watch streams",
+            self.watch_messages.clone(),
+        );
+        registry.register(
+            "watch_rejected",
+            "Watch streams refused with RESOURCE_EXHAUSTED because too many were opened at once",
+            self.watch_rejected.clone(),
+        );
+        registry.register(
+            "config_changes",
+            "Changes of the served configuration",
+            self.config_changes.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Failures to read the ConfigMap",
+            self.source_errors.clone(),
+        );
+        registry.register(
+            "source_stale",
+            "1 while the source fails and the last good state is served",
+            self.source_stale.clone(),
+        );
+        registry.register(
+            "source_stale_seconds",
+            "How long the source has been failing",
+            self.source_stale_seconds.clone(),
+        );
+        registry.register(
+            "source_synced",
+            "1 once the ConfigMap has been loaded",
+            self.source_synced.clone(),
+        );
+        registry.register(
+            "config_problems",
+            "Rejected values in the ConfigMap",
+            self.config_problems.clone(),
+        );
+        registry.register(
+            "package_registry_proxy_allowed",
+            "1 when allow-package-registry-proxy is true",
+            self.proxy_allowed.clone(),
+        );
+        registry.register(
+            "package_managers",
+            "Package managers with a valid proxy URL",
+            self.package_managers.clone(),
+        );
+        registry.register(
+            "build",
+            "The server's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry
+    }
+}
+
+#[derive(Clone)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    registry: Arc<Mutex<Registry>>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let registry = Arc::new(Mutex::new(metrics.registry()));
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape {
+            metrics,
+            registry,
+            snapshots,
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
+    let snapshot = scrape.snapshots.borrow().clone();
+    scrape.metrics.observe(&snapshot, SystemTime::now());
+    let mut body = String::new();
+    // Encoding into a String cannot fail; a poisoned lock only means a panicked scrape.
+    let registry = scrape
+        .registry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = encode(&mut body, &registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
