@@ -5,6 +5,8 @@
 //!   ones `cargo test --workspace` builds into the same target directory.
 //! - `kubernetes`: the server library with the real kube client against an API server fake that
 //!   speaks the list/watch wire protocol.
+//! - `deploy`: the manifests in `deploy/` render with `kubectl kustomize`, parse as their
+//!   Kubernetes types, and grant exactly the least privilege.
 
 mod e2e {
     pub mod util;
@@ -20,3 +22,5 @@ mod kubernetes {
     mod faults;
     mod sync;
 }
+
+mod deploy;
