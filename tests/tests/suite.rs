@@ -12,6 +12,7 @@ mod e2e {
     pub mod util;
 
     mod client_contract;
+    mod failover;
     mod file_changes;
     mod kubernetes;
 }

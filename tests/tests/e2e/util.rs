@@ -94,6 +94,26 @@ impl ServerProcess {
         }
     }
 
+    /// Sends SIGTERM, as Kubernetes does, and waits for the process to exit (at most 30 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within 30s of SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
