@@ -15,6 +15,7 @@ mod e2e {
     mod failover;
     mod file_changes;
     mod kubernetes;
+    mod python_subscriber;
 }
 
 mod kubernetes {
