@@ -18,6 +18,9 @@ Examples:
   # Write a dotenv file atomically
   proxyconf env --format dotenv --output /var/workdir/hermeto.env
 
+  # The init task: OCI cache proxy settings as Tekton results
+  proxyconf env --enable-cache-proxy=\"$(params.enable-cache-proxy)\" --tekton-results /tekton/results
+
   # Follow changes, one JSON line per new answer; inspect the server
   proxyconf watch
   proxyconf status
@@ -66,6 +69,10 @@ pub enum Command {
         /// Write to this file (atomically) instead of standard output.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Also write the init task's Tekton results DIR/http-proxy and DIR/no-proxy: the cache
+        /// proxy's values, empty when it is not active (see --enable-cache-proxy).
+        #[arg(long, value_name = "DIR")]
+        tekton_results: Option<PathBuf>,
     },
     /// Run a command with the variables added to its environment; exits with its exit code.
     Exec {
@@ -106,6 +113,17 @@ pub struct RequestArgs {
     /// their variables are exported and only their problems fail the call.
     #[arg(long, value_name = "LIST", default_value = "")]
     pub package_managers: String,
+
+    /// The pipeline parameter enable-cache-proxy: also get the OCI cache proxy settings
+    /// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) for the image build.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value = "false",
+        value_parser = parse_bool_flag,
+        action = ArgAction::Set
+    )]
+    pub enable_cache_proxy: bool,
 }
 
 impl RequestArgs {
@@ -198,6 +216,7 @@ mod tests {
         let args = |list: &str| RequestArgs {
             enable_package_registry_proxy: true,
             package_managers: list.to_owned(),
+            enable_cache_proxy: false,
         };
         assert_eq!(args("").scope().unwrap(), None);
         assert_eq!(

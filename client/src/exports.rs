@@ -1,12 +1,13 @@
 //! Turns a server's answer into the variables to export, refusing anything the build must not
-//! get: variables outside `HERMETO_[A-Z0-9_]+`, package managers outside the requested scope, and
-//! an answer whose in-scope configuration is broken (fail closed).
+//! get: variables outside `HERMETO_[A-Z0-9_]+` (or, for the cache proxy, outside `HTTP_PROXY`,
+//! `HTTPS_PROXY`, `NO_PROXY`), package managers outside the requested scope, and an answer whose
+//! in-scope configuration is broken (fail closed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proxyconf_proto::{
     contract::is_hermeto_variable_name,
-    v1::{Decision, Problem, Resolution},
+    v1::{CacheProxy, Decision, EnvVar, Problem, Resolution},
 };
 
 use crate::exit::Failure;
@@ -14,8 +15,57 @@ use crate::exit::Failure;
 /// The variables to export, sorted by name.
 pub type Variables = BTreeMap<String, String>;
 
-/// The variables of `resolution` for a build using `scope` (all package managers when `None`).
+/// The only variables the cache proxy section may set.
+pub const CACHE_PROXY_VARIABLES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
+
+/// The variables of `resolution` for a build using `scope` (all package managers when `None`),
+/// with the cache proxy's when `cache_proxy` was requested.
 pub fn variables(
+    resolution: &Resolution,
+    scope: Option<&BTreeSet<String>>,
+    cache_proxy: bool,
+) -> Result<Variables, Failure> {
+    let mut variables = package_registry_variables(resolution, scope)?;
+    if cache_proxy {
+        let section = resolution.cache_proxy.as_ref().ok_or_else(|| {
+            Failure::Other(
+                "the server's answer has no cache proxy section: it is older than this client; \
+                 upgrade proxyconf-server"
+                    .to_owned(),
+            )
+        })?;
+        for (name, value) in cache_proxy_variables(section)? {
+            insert(&mut variables, name, value)?;
+        }
+    }
+    Ok(variables)
+}
+
+/// The cache proxy's variables; fails closed on its problems, since the build asked for it.
+fn cache_proxy_variables(section: &CacheProxy) -> Result<Variables, Failure> {
+    if !section.problems.is_empty() {
+        let problems: Vec<&Problem> = section.problems.iter().collect();
+        return Err(Failure::Misconfigured(format!(
+            "the OCI cache proxy configuration is invalid: {}. Ask the cluster administrator to \
+             fix the ConfigMap konflux-info/cluster-config, or set enable-cache-proxy to false",
+            describe(&problems)
+        )));
+    }
+    let mut variables = Variables::new();
+    if !section.active {
+        return Ok(variables);
+    }
+    for EnvVar { name, value } in &section.env {
+        if !CACHE_PROXY_VARIABLES.contains(&name.as_str()) {
+            return Err(refuse(name));
+        }
+        insert(&mut variables, name.clone(), value.clone())?;
+    }
+    Ok(variables)
+}
+
+/// The package registry proxy's variables.
+fn package_registry_variables(
     resolution: &Resolution,
     scope: Option<&BTreeSet<String>>,
 ) -> Result<Variables, Failure> {
@@ -47,41 +97,54 @@ pub fn variables(
     {
         for var in &pm.env {
             if !is_hermeto_variable_name(&var.name) {
-                return Err(Failure::Other(format!(
-                    "refusing the server's answer: it asks to export {:?}, which is not a \
-                     HERMETO_ variable; check which server --server points at",
-                    var.name.chars().take(64).collect::<String>()
-                )));
+                return Err(refuse(&var.name));
             }
-            if var.value.contains('\0') {
-                return Err(Failure::Other(format!(
-                    "refusing the server's answer: the value of {} contains a NUL byte",
-                    var.name
-                )));
-            }
-            if let Some(old) = variables.insert(var.name.clone(), var.value.clone())
-                && old != var.value
-            {
-                return Err(Failure::Other(format!(
-                    "refusing the server's answer: it gives {} two different values",
-                    var.name
-                )));
-            }
+            insert(&mut variables, var.name.clone(), var.value.clone())?;
         }
     }
     Ok(variables)
 }
 
-fn misconfigured_message(problems: &[&Problem]) -> String {
-    let each: Vec<String> = problems
+fn refuse(name: &str) -> Failure {
+    Failure::Other(format!(
+        "refusing the server's answer: it asks to export {:?}, which this client does not \
+         accept; check which server --server points at",
+        name.chars().take(64).collect::<String>()
+    ))
+}
+
+/// Adds a variable, refusing values that cannot be in an environment and contradictions.
+fn insert(variables: &mut Variables, name: String, value: String) -> Result<(), Failure> {
+    if value.contains('\0') {
+        return Err(Failure::Other(format!(
+            "refusing the server's answer: the value of {name} contains a NUL byte"
+        )));
+    }
+    match variables.get(&name) {
+        Some(old) if *old != value => Err(Failure::Other(format!(
+            "refusing the server's answer: it gives {name} two different values"
+        ))),
+        _ => {
+            variables.insert(name, value);
+            Ok(())
+        }
+    }
+}
+
+fn describe(problems: &[&Problem]) -> String {
+    problems
         .iter()
         .map(|p| format!("{}={:?}: {}", p.key, p.value, p.reason))
-        .collect();
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn misconfigured_message(problems: &[&Problem]) -> String {
     format!(
         "the package registry proxy configuration is invalid, so the build stops instead of \
          fetching from upstream: {}. Ask the cluster administrator to fix the ConfigMap \
          konflux-info/cluster-config, or opt out with --enable-package-registry-proxy=false",
-        each.join("; ")
+        describe(problems)
     )
 }
 
@@ -135,7 +198,7 @@ mod tests {
             ],
             vec![],
         );
-        let vars = variables(&r, None).unwrap();
+        let vars = variables(&r, None, false).unwrap();
         assert_eq!(vars.len(), 1);
         assert_eq!(vars["HERMETO_NPM__PROXY_URL"], "https://nexus/npm/");
     }
@@ -144,7 +207,7 @@ mod tests {
     fn hostile_names_are_refused() {
         for name in ["PATH", "LD_PRELOAD", "HERMETO_X;rm", "BASH_ENV"] {
             let r = answer(Decision::Active, vec![pm("npm", Some(name))], vec![]);
-            let err = variables(&r, None).unwrap_err();
+            let err = variables(&r, None, false).unwrap_err();
             assert!(matches!(err, Failure::Other(_)), "{name}");
             assert!(err.to_string().contains("refusing"), "{err}");
         }
@@ -161,34 +224,87 @@ mod tests {
             vec![problem("package-registry-proxy-cargo-url", "cargo")],
         );
         let scope: BTreeSet<String> = ["pip".to_owned()].into();
-        let vars = variables(&r, Some(&scope)).unwrap();
+        let vars = variables(&r, Some(&scope), false).unwrap();
         assert_eq!(vars.keys().collect::<Vec<_>>(), ["HERMETO_PIP__PROXY_URL"]);
         assert!(matches!(
-            variables(&r, None),
+            variables(&r, None, false),
             Err(Failure::Misconfigured(_))
         ));
+    }
+
+    fn cache(active: bool, env: &[(&str, &str)], problems: Vec<Problem>) -> CacheProxy {
+        CacheProxy {
+            active,
+            env: env
+                .iter()
+                .map(|(n, v)| EnvVar {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            problems,
+            ..CacheProxy::default()
+        }
+    }
+
+    #[test]
+    fn cache_proxy_variables_only_when_asked_and_only_the_three_names() {
+        let squid = "squid.caching.svc.cluster.local:3128";
+        let mut r = answer(Decision::UserOptedOut, vec![], vec![]);
+        r.cache_proxy = Some(cache(
+            true,
+            &[
+                ("HTTP_PROXY", squid),
+                ("HTTPS_PROXY", squid),
+                ("NO_PROXY", ".svc"),
+            ],
+            vec![],
+        ));
+        assert!(variables(&r, None, false).unwrap().is_empty());
+        let vars = variables(&r, None, true).unwrap();
+        assert_eq!(
+            vars.keys().collect::<Vec<_>>(),
+            ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"]
+        );
+
+        r.cache_proxy = Some(cache(true, &[("LD_PRELOAD", "/evil.so")], vec![]));
+        assert!(matches!(variables(&r, None, true), Err(Failure::Other(_))));
+        r.cache_proxy = Some(cache(true, &[("HERMETO_NPM__PROXY_URL", "x")], vec![]));
+        assert!(matches!(variables(&r, None, true), Err(Failure::Other(_))));
+
+        r.cache_proxy = Some(cache(false, &[], vec![problem("http-proxy", "")]));
+        let err = variables(&r, None, true).unwrap_err();
+        assert!(matches!(err, Failure::Misconfigured(_)));
+        assert!(err.to_string().contains("http-proxy"), "{err}");
+        assert!(
+            variables(&r, None, false).is_ok(),
+            "not asked: not blocking"
+        );
+
+        r.cache_proxy = None;
+        assert!(matches!(variables(&r, None, true), Err(Failure::Other(_))));
     }
 
     #[test]
     fn problems_fail_closed_only_when_they_apply() {
         let bad_npm = problem("package-registry-proxy-npm-url", "npm");
         let active = answer(Decision::Active, vec![], vec![bad_npm.clone()]);
-        let err = variables(&active, None).unwrap_err();
+        let err = variables(&active, None, false).unwrap_err();
         assert!(matches!(err, Failure::Misconfigured(_)));
         assert!(err.to_string().contains("package-registry-proxy-npm-url"));
 
         let off = answer(Decision::AdministratorOff, vec![], vec![bad_npm.clone()]);
-        assert!(variables(&off, None).unwrap().is_empty());
+        assert!(variables(&off, None, false).unwrap().is_empty());
         let opted_out = answer(Decision::UserOptedOut, vec![], vec![bad_npm]);
-        assert!(variables(&opted_out, None).unwrap().is_empty());
+        assert!(variables(&opted_out, None, false).unwrap().is_empty());
 
         let bad_switch = problem("allow-package-registry-proxy", "");
         let off = answer(Decision::AdministratorOff, vec![], vec![bad_switch.clone()]);
         assert!(matches!(
-            variables(&off, None),
+            variables(&off, None, false),
             Err(Failure::Misconfigured(_))
         ));
         let opted_out = answer(Decision::UserOptedOut, vec![], vec![bad_switch]);
-        assert!(variables(&opted_out, None).unwrap().is_empty());
+        assert!(variables(&opted_out, None, false).unwrap().is_empty());
     }
 }

@@ -25,7 +25,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use proxyconf_proto::v1::{Decision, GetStatusRequest, Resolution, ResolveRequest, WatchRequest};
+use proxyconf_proto::v1::{
+    CacheProxy, CacheProxyDecision, Decision, GetStatusRequest, Resolution, ResolveRequest,
+    WatchRequest,
+};
 use tokio::time::Instant;
 
 use crate::{
@@ -44,8 +47,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             selection,
             format,
             output,
+            tekton_results,
         } => {
             let variables = fetch_variables(&server, cli.timeout, deadline, &selection).await?;
+            if let Some(dir) = tekton_results {
+                write_tekton_results(&dir, &variables)?;
+            }
             let text = render::render(&variables, format);
             match output {
                 Some(path) => render::write_atomically(&path, &text)
@@ -82,7 +89,20 @@ fn resolve_request(args: &RequestArgs) -> Result<ResolveRequest, Failure> {
     Ok(ResolveRequest {
         enable_package_registry_proxy: Some(args.enable_package_registry_proxy),
         package_managers: args.scope()?.into_iter().flatten().collect(),
+        enable_cache_proxy: Some(args.enable_cache_proxy),
     })
+}
+
+/// The init task's results, as it emits them today: the cache proxy's `http-proxy` and
+/// `no-proxy`, each an exact value without a newline, empty when the cache proxy is not active.
+fn write_tekton_results(dir: &std::path::Path, variables: &Variables) -> Result<(), Failure> {
+    for (file, variable) in [("http-proxy", "HTTP_PROXY"), ("no-proxy", "NO_PROXY")] {
+        let path = dir.join(file);
+        let value = variables.get(variable).map_or("", String::as_str);
+        render::write_atomically(&path, value)
+            .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Asks the server and checks its answer; applies `--allow-direct-on-unavailable`.
@@ -113,9 +133,13 @@ async fn fetch_variables(
             return Err(failure);
         }
     };
-    let variables = exports::variables(&resolution, scope.as_ref())?;
+    let cache_proxy = selection.request.enable_cache_proxy;
+    let variables = exports::variables(&resolution, scope.as_ref(), cache_proxy)?;
     if !selection.quiet {
         eprintln!("proxyconf: {}", summary(&resolution, &variables));
+        if let Some(section) = resolution.cache_proxy.as_ref().filter(|_| cache_proxy) {
+            eprintln!("proxyconf: {}", cache_summary(section));
+        }
     }
     Ok(variables)
 }
@@ -124,13 +148,18 @@ async fn fetch_variables(
 fn summary(resolution: &Resolution, variables: &Variables) -> String {
     let version = format!("(version {})", resolution.version);
     match resolution.decision() {
-        Decision::Active if variables.is_empty() => format!(
+        Decision::Active if !variables.keys().any(|k| k.starts_with("HERMETO_")) => format!(
             "package registry proxy active, but no package manager in scope has a proxy URL; \
              Hermeto fetches from upstream {version}"
         ),
         Decision::Active => format!(
             "package registry proxy active: {} {version}",
-            variables.keys().cloned().collect::<Vec<_>>().join(" ")
+            variables
+                .keys()
+                .filter(|k| k.starts_with("HERMETO_"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
         Decision::UserOptedOut => format!(
             "package registry proxy not used: this pipeline set enable-package-registry-proxy \
@@ -140,6 +169,20 @@ fn summary(resolution: &Resolution, variables: &Variables) -> String {
             "package registry proxy not used: the cluster administrator has not allowed it \
              {version}"
         ),
+    }
+}
+
+/// One line for the build log about the cache proxy.
+fn cache_summary(section: &CacheProxy) -> String {
+    match section.decision() {
+        CacheProxyDecision::Active => format!(
+            "OCI cache proxy active: HTTP_PROXY={} NO_PROXY={}",
+            section.http_proxy, section.no_proxy
+        ),
+        CacheProxyDecision::AdministratorOff => {
+            "OCI cache proxy not used: the cluster administrator does not allow it".to_owned()
+        }
+        _ => "OCI cache proxy not used".to_owned(),
     }
 }
 

@@ -91,8 +91,16 @@ fn dotenv_quote(value: &str) -> String {
 }
 
 /// Writes `content` to `path` atomically: to a temporary file beside it, flushed to disk, then
-/// renamed over `path`. A reader sees the old file or the new one, never half of one.
+/// renamed over `path`. A reader sees the old file or the new one, never half of one. A path that
+/// exists but is not a regular file (`/dev/null`, `/dev/stdout`, a pipe) is written in place:
+/// renaming over it would replace the device.
 pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(content.as_bytes());
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -119,6 +127,8 @@ pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileTypeExt;
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Variables {
@@ -166,5 +176,13 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         assert!(write_atomically(&dir.path().join("missing/x"), "a").is_err());
+        write_atomically(Path::new("/dev/null"), "discarded").unwrap();
+        assert!(
+            std::fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device(),
+            "/dev/null is still a device"
+        );
     }
 }

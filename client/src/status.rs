@@ -61,6 +61,14 @@ pub fn render(status: &Status, now: SystemTime) -> String {
         },
     );
     line(
+        "cache proxy:",
+        match (status.cache_proxy_allowed, status.cache_http_proxy.as_str()) {
+            (false, _) => "not allowed by the administrator (allow-cache-proxy)".to_owned(),
+            (true, "") => "allowed, but http-proxy is invalid".to_owned(),
+            (true, proxy) => format!("{proxy} for pipelines that enable it"),
+        },
+    );
+    line(
         "problems:",
         if status.problems.is_empty() {
             "none".to_owned()
@@ -127,6 +135,8 @@ mod tests {
             subscribers: 3,
             server_version: "0.1.0".into(),
             uptime_seconds: 3600,
+            cache_proxy_allowed: true,
+            cache_http_proxy: "squid.caching.svc.cluster.local:3128".into(),
         };
         let text = render(&status, now);
         for want in [
@@ -136,6 +146,7 @@ mod tests {
             "stale:            yes, for 1m 5s: connection refused\n",
             "proxy:            allowed by the administrator\n",
             "package managers: gomod, npm\n",
+            "cache proxy:      squid.caching.svc.cluster.local:3128 for pipelines that enable it\n",
             "problems:         1\n",
             "  - package-registry-proxy-pip-url=\"ftp://x/\": not an absolute",
             "subscribers:      3\n",

@@ -64,6 +64,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listener: Option<TcpListener>,
+    /// What the operator decided for every ConfigMap state (defaults, allowlists).
+    pub policy: resolve::Policy,
 }
 
 impl Default for ServerOptions {
@@ -79,6 +81,7 @@ impl Default for ServerOptions {
             watch_setup_burst: 10_000,
             shutdown_grace: Duration::from_secs(10),
             metrics_listener: None,
+            policy: resolve::Policy::default(),
         }
     }
 }
@@ -96,8 +99,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (sender, snapshots) =
-        watch::channel(Arc::new(Snapshot::not_synced(source.description.clone())));
+    let (sender, snapshots) = watch::channel(Arc::new(Snapshot::not_synced(
+        source.description.clone(),
+        options.policy,
+    )));
     let tracker = tokio::spawn(state::track(
         source.events,
         sender,

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use proxyconf_server::{
     ServerOptions,
+    resolve::{Policy, cache_proxy::CacheProxyDefaults},
     source::{
         file::{self, FileSourceOptions},
         kubernetes::{self, KubernetesSourceOptions},
@@ -55,6 +56,20 @@ struct Args {
     #[arg(long, default_value = "cluster-config", value_name = "NAME")]
     configmap: String,
 
+    /// The OCI cache proxy that pipelines enabling it get when `http-proxy` is empty in the
+    /// ConfigMap: host:port or an http(s) URL; empty for none.
+    #[arg(
+        long,
+        default_value = "squid.caching.svc.cluster.local:3128",
+        value_name = "PROXY"
+    )]
+    default_http_proxy: String,
+
+    /// The no-proxy list used when `no-proxy` is empty in the ConfigMap (hosts, .domains, CIDRs,
+    /// comma-separated).
+    #[arg(long, default_value = "", value_name = "LIST")]
+    default_no_proxy: String,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (off when not given).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -93,6 +108,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let policy = Policy {
+        cache_proxy: CacheProxyDefaults {
+            http_proxy: args.default_http_proxy,
+            no_proxy: args.default_no_proxy,
+        },
+    };
+    policy.cache_proxy.validate().map_err(anyhow::Error::msg)?;
     let source = match args.configmap_file {
         Some(path) => {
             // Fail fast on a wrong path or a broken file at start; later failures keep the last
@@ -124,6 +146,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         max_connection_age: (!args.max_connection_age.is_zero()).then_some(args.max_connection_age),
         metrics_listener,
+        policy,
         ..ServerOptions::default()
     };
     proxyconf_server::run(

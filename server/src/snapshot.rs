@@ -8,11 +8,11 @@ use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
 
 use prost::Message;
 use proxyconf_proto::v1::{
-    self as pb, Decision, Resolution, ResolveRequest, SourceRef, SourceState,
+    self as pb, CacheProxyDecision, Decision, Resolution, ResolveRequest, SourceRef, SourceState,
 };
 
 use crate::{
-    resolve::{self, ProblemCode, Resolved, package_manager},
+    resolve::{self, Policy, ProblemCode, Resolved, cache_proxy::CacheProxy, package_manager},
     source::SourceDescription,
 };
 
@@ -21,6 +21,8 @@ use crate::{
 pub struct Snapshot {
     /// What the source reads.
     pub source: Arc<SourceDescription>,
+    /// What the operator decided, applied to each ConfigMap state.
+    pub policy: Arc<Policy>,
     /// The resolved ConfigMap; `None` until the source first observed it.
     pub resolved: Option<Arc<Resolved>>,
     /// Whether the ConfigMap exists (meaningful once `resolved` is set).
@@ -46,9 +48,10 @@ pub struct SourceFailure {
 
 impl Snapshot {
     /// The snapshot before the source said anything.
-    pub fn not_synced(source: SourceDescription) -> Self {
+    pub fn not_synced(source: SourceDescription, policy: Policy) -> Self {
         Self {
             source: Arc::new(source),
+            policy: Arc::new(policy),
             resolved: None,
             state: SourceState::NotSynced,
             resource_version: None,
@@ -115,6 +118,9 @@ impl Snapshot {
                 state: self.state.into(),
                 resource_version: String::new(),
             }),
+            cache_proxy: scope
+                .enable_cache_proxy
+                .then(|| cache_proxy_section(&resolved.cache_proxy)),
         };
         // The version covers everything but itself and the resource version.
         resolution.version = content_version(&resolution.encode_to_vec());
@@ -148,7 +154,13 @@ impl Snapshot {
                 .map(|f| f.error.clone())
                 .unwrap_or_default(),
             problems: resolved
-                .map(|r| r.problems.iter().map(problem_to_proto).collect())
+                .map(|r| {
+                    r.problems
+                        .iter()
+                        .chain(&r.cache_proxy.problems)
+                        .map(problem_to_proto)
+                        .collect()
+                })
                 .unwrap_or_default(),
             package_registry_proxy_allowed: resolved.is_some_and(|r| r.allowed),
             package_managers: resolved
@@ -157,8 +169,49 @@ impl Snapshot {
             subscribers: 0,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_seconds: 0,
+            cache_proxy_allowed: resolved.is_some_and(|r| r.cache_proxy.allowed),
+            cache_http_proxy: resolved
+                .and_then(|r| r.cache_proxy.http_proxy.clone())
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The cache proxy section for a request that enabled it.
+fn cache_proxy_section(cache: &CacheProxy) -> pb::CacheProxy {
+    let problems: Vec<pb::Problem> = cache.problems.iter().map(problem_to_proto).collect();
+    let decision = if !cache.allowed {
+        CacheProxyDecision::AdministratorOff
+    } else {
+        match (&cache.http_proxy, &cache.no_proxy) {
+            (Some(_), Some(_)) => CacheProxyDecision::Active,
+            _ => CacheProxyDecision::Invalid,
+        }
+    };
+    let mut section = pb::CacheProxy {
+        active: decision == CacheProxyDecision::Active,
+        decision: decision.into(),
+        problems,
+        ..pb::CacheProxy::default()
+    };
+    if let (true, Some(proxy), Some(no_proxy)) =
+        (section.active, &cache.http_proxy, &cache.no_proxy)
+    {
+        section.http_proxy.clone_from(proxy);
+        section.no_proxy.clone_from(no_proxy);
+        section.env = [
+            ("HTTP_PROXY", proxy),
+            ("HTTPS_PROXY", proxy),
+            ("NO_PROXY", no_proxy),
+        ]
+        .into_iter()
+        .map(|(name, value)| pb::EnvVar {
+            name: name.to_owned(),
+            value: value.clone(),
+        })
+        .collect();
+    }
+    section
 }
 
 fn unix_ms(t: Option<SystemTime>) -> u64 {
@@ -176,6 +229,8 @@ fn problem_to_proto(p: &resolve::Problem) -> pb::Problem {
             ProblemCode::InvalidBoolean => pb::ProblemCode::InvalidBoolean,
             ProblemCode::InvalidUrl => pb::ProblemCode::InvalidUrl,
             ProblemCode::InvalidPackageManager => pb::ProblemCode::InvalidPackageManager,
+            ProblemCode::InvalidProxy => pb::ProblemCode::InvalidProxy,
+            ProblemCode::InvalidNoProxy => pb::ProblemCode::InvalidNoProxy,
         }
         .into(),
     }
@@ -200,6 +255,8 @@ pub struct Scope {
     pub enable: bool,
     /// Only these package managers; `None` for all.
     pub package_managers: Option<BTreeSet<String>>,
+    /// The pipeline's `enable-cache-proxy`: whether the cache proxy section is wanted.
+    pub enable_cache_proxy: bool,
 }
 
 /// A request that names something that cannot be a package manager.
@@ -218,6 +275,7 @@ impl Scope {
         Self {
             enable: true,
             package_managers: None,
+            enable_cache_proxy: false,
         }
     }
 
@@ -235,6 +293,7 @@ impl Scope {
         Ok(Self {
             enable: request.enable_package_registry_proxy.unwrap_or(true),
             package_managers: (!names.is_empty()).then_some(names),
+            enable_cache_proxy: request.enable_cache_proxy.unwrap_or(false),
         })
     }
 

@@ -2,6 +2,7 @@
 //! keeps the last good state when the source fails, and logs each change once with a summary.
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -92,8 +93,17 @@ pub fn apply(current: &Snapshot, event: SourceEvent, now: SystemTime) -> Snapsho
                 ConfigMapState::Present {
                     data,
                     resource_version,
-                } => (resolve(&data), SourceState::Synced, resource_version),
-                ConfigMapState::Missing => (Resolved::default(), SourceState::Missing, None),
+                } => (
+                    resolve(&data, &current.policy),
+                    SourceState::Synced,
+                    resource_version,
+                ),
+                // An absent ConfigMap: every key has its default.
+                ConfigMapState::Missing => (
+                    resolve(&BTreeMap::new(), &current.policy),
+                    SourceState::Missing,
+                    None,
+                ),
             };
             let changed =
                 current.resolved.as_deref() != Some(&resolved) || current.state != state_kind;
@@ -109,6 +119,7 @@ pub fn apply(current: &Snapshot, event: SourceEvent, now: SystemTime) -> Snapsho
             };
             Snapshot {
                 source: current.source.clone(),
+                policy: current.policy.clone(),
                 resolved: Some(resolved),
                 state: state_kind,
                 resource_version,
@@ -189,7 +200,7 @@ fn log_change(current: &Snapshot, next: &Resolved, state: SourceState) {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, time::Duration};
+    use std::time::Duration;
 
     use super::*;
     use crate::source::SourceDescription;
@@ -205,10 +216,13 @@ mod tests {
     }
 
     fn start() -> Snapshot {
-        Snapshot::not_synced(SourceDescription {
-            kind: "file",
-            location: "cm".into(),
-        })
+        Snapshot::not_synced(
+            SourceDescription {
+                kind: "file",
+                location: "cm".into(),
+            },
+            Default::default(),
+        )
     }
 
     #[test]

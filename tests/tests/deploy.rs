@@ -254,3 +254,40 @@ fn tekton_example_passes_the_pipeline_parameter_through() {
         "fails closed by default"
     );
 }
+
+#[test]
+fn tekton_init_task_emits_the_cache_proxy_results() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tekton/init-task.yaml");
+    let task: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let results: Vec<&str> = task["spec"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        ["http-proxy", "no-proxy"],
+        "the files --tekton-results writes"
+    );
+    let params = task["spec"]["params"].as_array().unwrap();
+    let enable = params
+        .iter()
+        .find(|p| p["name"] == "enable-cache-proxy")
+        .unwrap();
+    assert_eq!(enable["default"], "false", "ADR 0057: opt-in");
+    let args: Vec<&str> = task["spec"]["steps"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--enable-cache-proxy=$(params.enable-cache-proxy)",
+        "--tekton-results=/tekton/results",
+        "--enable-package-registry-proxy=false",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+}

@@ -11,6 +11,7 @@
 mod e2e {
     pub mod util;
 
+    mod cache_proxy;
     mod client_contract;
     mod failover;
     mod file_changes;

@@ -3,6 +3,7 @@
 //! Pure: no I/O, no clock, no request. The server resolves once per ConfigMap change into an
 //! immutable [`Resolved`]; each request then only selects from it (see `snapshot`).
 
+pub mod cache_proxy;
 pub mod package_manager;
 pub mod proxy_url;
 
@@ -16,15 +17,24 @@ pub const ALLOW_KEY: &str = "allow-package-registry-proxy";
 const URL_KEY_PREFIX: &str = "package-registry-proxy-";
 const URL_KEY_SUFFIX: &str = "-url";
 
-/// The package registry proxy settings of one ConfigMap state.
+/// What the server's operator decides, applied to every ConfigMap state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Defaults for the cache proxy keys.
+    pub cache_proxy: cache_proxy::CacheProxyDefaults,
+}
+
+/// The settings of one ConfigMap state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {
     /// `allow-package-registry-proxy` parsed; false when missing, empty or invalid.
     pub allowed: bool,
     /// Every package manager with a valid URL, by name.
     pub package_managers: BTreeMap<String, PackageManagerSetting>,
-    /// Every rejected value, sorted by key.
+    /// Every rejected package registry proxy value, sorted by key.
     pub problems: Vec<Problem>,
+    /// The OCI cache proxy settings, with their own problems.
+    pub cache_proxy: cache_proxy::CacheProxy,
 }
 
 /// A package manager routed through the proxy.
@@ -59,12 +69,17 @@ pub enum ProblemCode {
     InvalidBoolean,
     InvalidUrl,
     InvalidPackageManager,
+    InvalidProxy,
+    InvalidNoProxy,
 }
 
-/// Resolves the `data` of the ConfigMap. Keys that are neither the switch nor a proxy URL key are
+/// Resolves the `data` of the ConfigMap. Keys that are neither a switch nor a proxy key are
 /// ignored; an empty URL means "not proxied", exactly like a missing key.
-pub fn resolve(data: &BTreeMap<String, String>) -> Resolved {
-    let mut resolved = Resolved::default();
+pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
+    let mut resolved = Resolved {
+        cache_proxy: cache_proxy::resolve(data, &policy.cache_proxy),
+        ..Resolved::default()
+    };
 
     if let Some(value) = data.get(ALLOW_KEY).filter(|v| !v.is_empty()) {
         match parse_go_bool(value) {

@@ -23,7 +23,7 @@ impl ConfigMapFixture {
         self
     }
     fn resolve(&self) -> Resolved {
-        resolve(&self.0)
+        resolve(&self.0, &Policy::default())
     }
 }
 

@@ -11,13 +11,16 @@ fn snapshot(pairs: &[(&str, &str)]) -> Snapshot {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     Snapshot {
-        resolved: Some(Arc::new(resolve(&data))),
+        resolved: Some(Arc::new(resolve(&data, &Policy::default()))),
         state: SourceState::Synced,
         resource_version: Some("7".into()),
-        ..Snapshot::not_synced(SourceDescription {
-            kind: "file",
-            location: "cm.yaml".into(),
-        })
+        ..Snapshot::not_synced(
+            SourceDescription {
+                kind: "file",
+                location: "cm.yaml".into(),
+            },
+            Policy::default(),
+        )
     }
 }
 
@@ -25,6 +28,7 @@ fn scope(enable: bool, pms: &[&str]) -> Scope {
     Scope::from_request(&ResolveRequest {
         enable_package_registry_proxy: Some(enable),
         package_managers: pms.iter().map(|s| (*s).to_owned()).collect(),
+        enable_cache_proxy: None,
     })
     .unwrap()
 }
@@ -133,8 +137,8 @@ fn global_problems_are_always_in_scope() {
 fn invalid_scope_names_are_refused() {
     for bad in ["NPM", "", "npm;rm -rf", "go--mod"] {
         let request = ResolveRequest {
-            enable_package_registry_proxy: None,
             package_managers: vec![bad.to_owned()],
+            ..ResolveRequest::default()
         };
         assert!(Scope::from_request(&request).is_err(), "{bad:?}");
     }
@@ -142,10 +146,13 @@ fn invalid_scope_names_are_refused() {
 
 #[test]
 fn not_synced_has_no_resolution() {
-    let s = Snapshot::not_synced(SourceDescription {
-        kind: "file",
-        location: "x".into(),
-    });
+    let s = Snapshot::not_synced(
+        SourceDescription {
+            kind: "file",
+            location: "x".into(),
+        },
+        Policy::default(),
+    );
     assert!(s.resolution(&Scope::all()).is_none());
     assert!(!s.is_synced());
 }
@@ -204,4 +211,139 @@ fn status_lists_everything() {
     assert_eq!(st.stale_seconds, 30);
     assert_eq!(st.source_error, "cannot read");
     assert_eq!(st.source.unwrap().resource_version, "7");
+}
+
+fn cache_scope(enable_cache_proxy: Option<bool>) -> Scope {
+    Scope::from_request(&ResolveRequest {
+        enable_cache_proxy,
+        ..ResolveRequest::default()
+    })
+    .unwrap()
+}
+
+/// (enable-cache-proxy, allow-cache-proxy, http-proxy) → (decision, HTTP_PROXY) of the section,
+/// if there is one.
+type CacheRow<'a> = (
+    Option<bool>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<(CacheProxyDecision, &'a str)>,
+);
+
+#[test]
+fn cache_proxy_enable_times_allow_times_keys() {
+    let squid = "squid.caching.svc.cluster.local:3128";
+    // (enable, allow-cache-proxy, http-proxy) → (section?, decision, HTTP_PROXY)
+    let table: &[CacheRow] = &[
+        (None, None, None, None),
+        (Some(false), None, None, None),
+        (
+            Some(true),
+            None,
+            None,
+            Some((CacheProxyDecision::Active, squid)),
+        ),
+        (
+            Some(true),
+            Some(""),
+            Some(""),
+            Some((CacheProxyDecision::Active, squid)),
+        ),
+        (
+            Some(true),
+            Some("true"),
+            Some("proxy.corp:8080"),
+            Some((CacheProxyDecision::Active, "proxy.corp:8080")),
+        ),
+        (
+            Some(true),
+            Some("false"),
+            None,
+            Some((CacheProxyDecision::AdministratorOff, "")),
+        ),
+        (
+            Some(true),
+            Some("nope"),
+            None,
+            Some((CacheProxyDecision::AdministratorOff, "")),
+        ),
+        (
+            Some(true),
+            None,
+            Some("user:pw@proxy:1"),
+            Some((CacheProxyDecision::Invalid, "")),
+        ),
+    ];
+    for (enable, allow, proxy, want) in table {
+        let mut pairs = vec![("allow-package-registry-proxy", "true")];
+        if let Some(a) = allow {
+            pairs.push(("allow-cache-proxy", a));
+        }
+        if let Some(p) = proxy {
+            pairs.push(("http-proxy", p));
+        }
+        let r = snapshot(&pairs).resolution(&cache_scope(*enable)).unwrap();
+        let case = format!("{enable:?} {allow:?} {proxy:?}");
+        assert!(r.active, "the package registry part is untouched: {case}");
+        match (want, &r.cache_proxy) {
+            (None, None) => {}
+            (Some((decision, http_proxy)), Some(section)) => {
+                assert_eq!(section.decision(), *decision, "{case}");
+                assert_eq!(
+                    section.active,
+                    *decision == CacheProxyDecision::Active,
+                    "{case}"
+                );
+                assert_eq!(section.http_proxy, *http_proxy, "{case}");
+                let env: Vec<(&str, &str)> = section
+                    .env
+                    .iter()
+                    .map(|e| (e.name.as_str(), e.value.as_str()))
+                    .collect();
+                if section.active {
+                    assert_eq!(
+                        env,
+                        [
+                            ("HTTP_PROXY", *http_proxy),
+                            ("HTTPS_PROXY", *http_proxy),
+                            ("NO_PROXY", "")
+                        ],
+                        "{case}"
+                    );
+                } else {
+                    assert!(env.is_empty(), "{case}");
+                }
+                let problems = usize::from(allow == &Some("nope"))
+                    + usize::from(proxy == &Some("user:pw@proxy:1"));
+                assert_eq!(section.problems.len(), problems, "{case}");
+                assert!(
+                    r.problems.is_empty(),
+                    "cache problems stay in their section: {case}"
+                );
+            }
+            (want, got) => panic!("{case}: want {want:?}, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn cache_proxy_changes_do_not_touch_requests_without_it() {
+    let before = snapshot(&[
+        ("allow-package-registry-proxy", "true"),
+        ("http-proxy", "a:1"),
+    ]);
+    let after = snapshot(&[
+        ("allow-package-registry-proxy", "true"),
+        ("http-proxy", "b:1"),
+    ]);
+    let plain = Scope::all();
+    assert_eq!(
+        before.resolution(&plain).unwrap().version,
+        after.resolution(&plain).unwrap().version
+    );
+    let cached = cache_scope(Some(true));
+    assert_ne!(
+        before.resolution(&cached).unwrap().version,
+        after.resolution(&cached).unwrap().version
+    );
 }

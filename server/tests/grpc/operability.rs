@@ -179,6 +179,7 @@ async fn metrics_describe_calls_and_configuration() {
     let bad = ResolveRequest {
         enable_package_registry_proxy: None,
         package_managers: vec!["NPM".into()],
+        enable_cache_proxy: None,
     };
     client.resolve(bad).await.unwrap_err();
     let text = server.metrics().await;

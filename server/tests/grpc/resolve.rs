@@ -10,6 +10,7 @@ fn request(enable: Option<bool>, pms: &[&str]) -> ResolveRequest {
     ResolveRequest {
         enable_package_registry_proxy: enable,
         package_managers: pms.iter().map(|s| (*s).to_owned()).collect(),
+        enable_cache_proxy: None,
     }
 }
 

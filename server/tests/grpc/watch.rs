@@ -9,6 +9,7 @@ fn watch_request(pms: &[&str], resume: &str) -> WatchRequest {
         request: Some(ResolveRequest {
             enable_package_registry_proxy: None,
             package_managers: pms.iter().map(|s| (*s).to_owned()).collect(),
+            enable_cache_proxy: None,
         }),
         resume_from_version: resume.to_owned(),
     }
@@ -145,4 +146,65 @@ async fn status_counts_subscribers() {
         async move { count(c).await == 1 }
     })
     .await;
+}
+
+#[tokio::test]
+async fn cache_proxy_changes_reach_only_subscribers_that_enabled_it() {
+    let server = TestServer::with(base().set("http-proxy", "squid.caching.svc:3128")).await;
+    let mut client = server.client().await;
+    let cached = WatchRequest {
+        request: Some(ResolveRequest {
+            enable_cache_proxy: Some(true),
+            ..ResolveRequest::default()
+        }),
+        resume_from_version: String::new(),
+    };
+    let mut with_cache = client.watch(cached).await.unwrap().into_inner();
+    let mut without = client
+        .watch(watch_request(&[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(with_cache.message()).await.unwrap().unwrap();
+    let section = first.cache_proxy.unwrap();
+    assert!(section.active);
+    assert_eq!(section.http_proxy, "squid.caching.svc:3128");
+    let plain = within(without.message()).await.unwrap().unwrap();
+    assert!(plain.cache_proxy.is_none(), "no section unless asked for");
+
+    server
+        .observe(
+            base()
+                .set("http-proxy", "proxy.corp.example:8080")
+                .set("no-proxy", ".svc"),
+        )
+        .await;
+    let second = within(with_cache.message()).await.unwrap().unwrap();
+    let section = second.cache_proxy.unwrap();
+    assert_eq!(section.http_proxy, "proxy.corp.example:8080");
+    let env: Vec<(&str, &str)> = section
+        .env
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("HTTP_PROXY", "proxy.corp.example:8080"),
+            ("HTTPS_PROXY", "proxy.corp.example:8080"),
+            ("NO_PROXY", ".svc"),
+        ]
+    );
+
+    // The subscriber without the cache proxy got nothing for that; its next message is this.
+    server
+        .observe(
+            base()
+                .set("http-proxy", "proxy.corp.example:8080")
+                .set("no-proxy", ".svc")
+                .allow("false"),
+        )
+        .await;
+    let next = within(without.message()).await.unwrap().unwrap();
+    assert!(!next.active);
 }

@@ -47,8 +47,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `configmap_file`, on an ephemeral port, and waits until it listens.
     pub fn start(configmap_file: &Path) -> Self {
+        Self::start_with_args(configmap_file, &[])
+    }
+
+    /// Like [`Self::start`], with more server flags.
+    pub fn start_with_args(configmap_file: &Path, args: &[&str]) -> Self {
         let mut command = Command::new(binary("proxyconf-server"));
-        command.arg("--configmap-file").arg(configmap_file);
+        command
+            .arg("--configmap-file")
+            .arg(configmap_file)
+            .args(args);
         Self::spawn(command)
     }
 

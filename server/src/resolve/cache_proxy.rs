@@ -1,0 +1,471 @@
+//! The OCI cache proxy settings of the same ConfigMap (ADR 0057, SPEC §6): `allow-cache-proxy`,
+//! `http-proxy`, `no-proxy`, resolved for the init task that hands them to the image build.
+//!
+//! Unlike the package registry proxy, the administrator's switch defaults to **allowed** and the
+//! pipeline parameter to **off**: caching is an optimisation each pipeline opts into.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use proxyconf_proto::contract::parse_go_bool;
+
+use super::{Problem, ProblemCode, proxy_url::redact};
+
+/// The administrator's switch. Missing or empty means allowed.
+pub const ALLOW_KEY: &str = "allow-cache-proxy";
+/// The proxy, `host:port` or an `http(s)://` URL. Missing or empty: the server's default.
+pub const HTTP_PROXY_KEY: &str = "http-proxy";
+/// Hosts, domains and CIDRs that bypass the proxy, comma-separated. Missing or empty: the
+/// server's default.
+pub const NO_PROXY_KEY: &str = "no-proxy";
+
+/// Longest value accepted for either key.
+const MAX_LEN: usize = 4096;
+
+/// What the server's operator sets, used when the ConfigMap leaves a key empty. Never hard-coded
+/// in clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheProxyDefaults {
+    /// The proxy when `http-proxy` is empty; empty for none.
+    pub http_proxy: String,
+    /// The no-proxy list when `no-proxy` is empty.
+    pub no_proxy: String,
+}
+
+impl Default for CacheProxyDefaults {
+    /// What today's clusters use.
+    fn default() -> Self {
+        Self {
+            http_proxy: "squid.caching.svc.cluster.local:3128".into(),
+            no_proxy: String::new(),
+        }
+    }
+}
+
+impl CacheProxyDefaults {
+    /// Checks the defaults themselves, so that a bad flag stops the server at start.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.http_proxy.is_empty() {
+            validate_proxy(&self.http_proxy)
+                .map_err(|e| format!("--default-http-proxy {:?}: {e}", self.http_proxy))?;
+        }
+        validate_no_proxy(&self.no_proxy)
+            .map_err(|e| format!("--default-no-proxy {:?}: {e}", self.no_proxy))
+    }
+}
+
+/// The resolved cache proxy settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheProxy {
+    /// `allow-cache-proxy` parsed; true when missing or empty, false when invalid.
+    pub allowed: bool,
+    /// The proxy to use, default applied; `None` when invalid or when neither the ConfigMap nor
+    /// the server has one.
+    pub http_proxy: Option<String>,
+    /// The no-proxy list, default applied; `None` when invalid.
+    pub no_proxy: Option<String>,
+    /// Rejected values of these keys.
+    pub problems: Vec<Problem>,
+}
+
+/// Resolves the cache proxy keys of `data`.
+pub fn resolve(data: &BTreeMap<String, String>, defaults: &CacheProxyDefaults) -> CacheProxy {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, value: &str, reason: String, code: ProblemCode| {
+        problems.push(Problem {
+            key: key.to_owned(),
+            value: redact(value),
+            reason,
+            package_manager: None,
+            code,
+        });
+    };
+    let value_of = |key: &str| data.get(key).map(String::as_str).filter(|v| !v.is_empty());
+
+    let allowed = match value_of(ALLOW_KEY) {
+        None => true,
+        Some(value) => parse_go_bool(value).unwrap_or_else(|| {
+            problem(
+                ALLOW_KEY,
+                value,
+                "not a boolean (use true or false); the cache proxy is treated as not allowed \
+                 until this is fixed"
+                    .into(),
+                ProblemCode::InvalidBoolean,
+            );
+            false
+        }),
+    };
+
+    let http_proxy = match value_of(HTTP_PROXY_KEY) {
+        Some(value) => match validate_proxy(value) {
+            Ok(()) => Some(value.to_owned()),
+            Err(reason) => {
+                problem(HTTP_PROXY_KEY, value, reason, ProblemCode::InvalidProxy);
+                None
+            }
+        },
+        None if defaults.http_proxy.is_empty() => {
+            problem(
+                HTTP_PROXY_KEY,
+                "",
+                "empty, and the server has no --default-http-proxy: set the proxy as host:port"
+                    .into(),
+                ProblemCode::InvalidProxy,
+            );
+            None
+        }
+        None => Some(defaults.http_proxy.clone()),
+    };
+
+    let no_proxy = match value_of(NO_PROXY_KEY) {
+        Some(value) => match validate_no_proxy(value) {
+            Ok(()) => Some(value.to_owned()),
+            Err(reason) => {
+                problem(NO_PROXY_KEY, value, reason, ProblemCode::InvalidNoProxy);
+                None
+            }
+        },
+        None => Some(defaults.no_proxy.clone()),
+    };
+
+    CacheProxy {
+        allowed,
+        http_proxy,
+        no_proxy,
+        problems,
+    }
+}
+
+/// A proxy is `host:port` or an `http://` / `https://` URL with a host, without credentials.
+pub fn validate_proxy(value: &str) -> Result<(), String> {
+    if value.len() > MAX_LEN {
+        return Err(format!(
+            "{} bytes long; at most {MAX_LEN} are accepted",
+            value.len()
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters; remove them".into());
+    }
+    if value.contains('@') {
+        return Err(
+            "contains credentials (user-info); they must never travel in a ConfigMap or an \
+             environment"
+                .into(),
+        );
+    }
+    if value.contains("://") {
+        let scheme_ok = ["http://", "https://"].iter().any(|s| {
+            value
+                .get(..s.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(s))
+        });
+        if !scheme_ok {
+            return Err("a proxy URL must be http:// or https://".into());
+        }
+        let url = url::Url::parse(value).map_err(|e| format!("malformed URL: {e}"))?;
+        if url.host().is_none() {
+            return Err("the proxy URL has no host".into());
+        }
+        if url.fragment().is_some() || url.query().is_some() {
+            return Err("a proxy URL takes no query or fragment".into());
+        }
+        return Ok(());
+    }
+    let (host, port) = split_host_port(value)
+        .ok_or("expected host:port, e.g. squid.caching.svc.cluster.local:3128")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port"))?;
+    if port == 0 {
+        return Err("port 0 is not a port".into());
+    }
+    if !is_host(host) {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(())
+}
+
+/// A no-proxy list: comma-separated host names, domains (`.example.com`), IP addresses, CIDRs, or
+/// `*`, each optionally with `:port`; spaces around the commas are allowed.
+pub fn validate_no_proxy(value: &str) -> Result<(), String> {
+    if value.len() > MAX_LEN {
+        return Err(format!(
+            "{} bytes long; at most {MAX_LEN} are accepted",
+            value.len()
+        ));
+    }
+    if value.is_empty() {
+        return Ok(());
+    }
+    for entry in value.split(',').map(|e| e.trim_matches(' ')) {
+        if !is_no_proxy_entry(entry) {
+            return Err(format!(
+                "{entry:?} is not a host, domain, IP address or CIDR (entries are comma-separated)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_no_proxy_entry(entry: &str) -> bool {
+    if entry == "*" {
+        return true;
+    }
+    if let Some((ip, bits)) = entry.split_once('/') {
+        return match (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
+            (Ok(IpAddr::V4(_)), Ok(bits)) => bits <= 32,
+            (Ok(IpAddr::V6(_)), Ok(bits)) => bits <= 128,
+            _ => false,
+        };
+    }
+    let host = match split_host_port(entry) {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        Some(_) => return false,
+        None => entry,
+    };
+    is_host(host.strip_prefix('.').unwrap_or(host))
+}
+
+/// Splits `host:port` and `[v6]:port`; `None` when there is no port.
+fn split_host_port(value: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        return Some((host, port));
+    }
+    if value.matches(':').count() > 1 {
+        return None; // A bare IPv6 address.
+    }
+    value.split_once(':')
+}
+
+/// A DNS name (letters, digits, `-`, dots between labels) or an IP address.
+fn is_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// (allow, http-proxy, no-proxy) → (allowed, http_proxy, no_proxy, number of problems)
+    type Row<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        bool,
+        Option<String>,
+        Option<String>,
+        usize,
+    );
+
+    #[test]
+    fn rule_table() {
+        let defaults = CacheProxyDefaults::default();
+        let squid = Some("squid.caching.svc.cluster.local:3128".to_owned());
+        // (allow, http-proxy, no-proxy) → (allowed, http_proxy, no_proxy, problems)
+        let table: &[Row] = &[
+            (
+                None,
+                None,
+                None,
+                true,
+                squid.clone(),
+                Some(String::new()),
+                0,
+            ),
+            (
+                Some(""),
+                Some(""),
+                Some(""),
+                true,
+                squid.clone(),
+                Some(String::new()),
+                0,
+            ),
+            (
+                Some("true"),
+                Some("proxy.corp:8080"),
+                Some(".svc,10.0.0.0/8"),
+                true,
+                Some("proxy.corp:8080".into()),
+                Some(".svc,10.0.0.0/8".into()),
+                0,
+            ),
+            (
+                Some("false"),
+                None,
+                None,
+                false,
+                squid.clone(),
+                Some(String::new()),
+                0,
+            ),
+            (
+                Some("0"),
+                None,
+                None,
+                false,
+                squid.clone(),
+                Some(String::new()),
+                0,
+            ),
+            (
+                Some("yes"),
+                None,
+                None,
+                false,
+                squid.clone(),
+                Some(String::new()),
+                1,
+            ),
+            (
+                None,
+                Some("user:pw@proxy:3128"),
+                None,
+                true,
+                None,
+                Some(String::new()),
+                1,
+            ),
+            (
+                None,
+                Some("proxy"),
+                None,
+                true,
+                None,
+                Some(String::new()),
+                1,
+            ),
+            (None, None, Some("a b"), true, squid.clone(), None, 1),
+            (
+                Some("maybe"),
+                Some("ftp://x:1"),
+                Some("%%"),
+                false,
+                None,
+                None,
+                3,
+            ),
+        ];
+        for (allow, proxy, no_proxy, allowed, want_proxy, want_no_proxy, problems) in table {
+            let mut pairs = Vec::new();
+            if let Some(v) = allow {
+                pairs.push((ALLOW_KEY, *v));
+            }
+            if let Some(v) = proxy {
+                pairs.push((HTTP_PROXY_KEY, *v));
+            }
+            if let Some(v) = no_proxy {
+                pairs.push((NO_PROXY_KEY, *v));
+            }
+            let r = resolve(&data(&pairs), &defaults);
+            let case = format!("{allow:?} {proxy:?} {no_proxy:?}");
+            assert_eq!(r.allowed, *allowed, "{case}");
+            assert_eq!(&r.http_proxy, want_proxy, "{case}");
+            assert_eq!(&r.no_proxy, want_no_proxy, "{case}");
+            assert_eq!(r.problems.len(), *problems, "{case}: {:?}", r.problems);
+        }
+    }
+
+    #[test]
+    fn server_defaults_apply_to_empty_keys() {
+        let defaults = CacheProxyDefaults {
+            http_proxy: "http://cache.internal:3128".into(),
+            no_proxy: "localhost,.svc".into(),
+        };
+        assert_eq!(defaults.validate(), Ok(()));
+        let r = resolve(&data(&[(HTTP_PROXY_KEY, "")]), &defaults);
+        assert_eq!(r.http_proxy.as_deref(), Some("http://cache.internal:3128"));
+        assert_eq!(r.no_proxy.as_deref(), Some("localhost,.svc"));
+
+        let none = CacheProxyDefaults {
+            http_proxy: String::new(),
+            no_proxy: String::new(),
+        };
+        let r = resolve(&BTreeMap::new(), &none);
+        assert_eq!(r.http_proxy, None);
+        assert_eq!(r.problems[0].code, ProblemCode::InvalidProxy);
+
+        let bad = CacheProxyDefaults {
+            http_proxy: "not a proxy".into(),
+            no_proxy: String::new(),
+        };
+        assert!(bad.validate().unwrap_err().contains("--default-http-proxy"));
+    }
+
+    #[test]
+    fn proxy_values() {
+        for ok in [
+            "squid.caching.svc.cluster.local:3128",
+            "10.0.0.1:3128",
+            "[fd00::1]:3128",
+            "http://squid.caching.svc:3128",
+            "https://proxy.example.org",
+            "HTTP://proxy:8080/",
+        ] {
+            assert_eq!(validate_proxy(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "squid",
+            "squid:",
+            "squid:99999",
+            "squid:0",
+            "http://user:pw@squid:3128",
+            "user@squid:3128",
+            "socks5://squid:1080",
+            "squid :3128",
+            "-bad-.host:3128",
+            "http://squid:3128/?x=1",
+            "http://",
+        ] {
+            assert!(validate_proxy(bad).is_err(), "{bad}");
+        }
+        assert!(!redact("http://user:pw@squid:3128").contains("pw"));
+    }
+
+    #[test]
+    fn no_proxy_lists() {
+        for ok in [
+            "",
+            "*",
+            "localhost",
+            "localhost,127.0.0.1,.svc,.cluster.local,10.0.0.0/8,fd00::/8",
+            "registry.example.org:5000, .corp",
+            "::1",
+        ] {
+            assert_eq!(validate_no_proxy(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "a,,b",
+            "10.0.0.0/33",
+            "host:port",
+            "a\tb",
+            "$(id)",
+            "a b",
+            "*.example.org",
+        ] {
+            assert!(validate_no_proxy(bad).is_err(), "{bad}");
+        }
+    }
+}
