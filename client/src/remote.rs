@@ -80,6 +80,11 @@ fn parse_one(value: &str) -> Result<String, Failure> {
     Ok(url)
 }
 
+/// The largest answer accepted: the largest ConfigMap Kubernetes stores (1 MiB) resolves to an
+/// answer of about 3 MiB (every URL appears as a setting and as a variable); anything far beyond
+/// is not an answer this client should act on.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// The longest pause between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The first pause.
@@ -100,7 +105,7 @@ where
     loop {
         let attempt = async {
             let channel = connect(servers.pick()).await?;
-            call(ProxyConfigClient::new(channel))
+            call(ProxyConfigClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
                 .await
                 .map_err(CallError::Status)
         };

@@ -40,6 +40,10 @@ use crate::{
     source::Source,
 };
 
+/// The largest request accepted. Requests are a few flags and package manager names; anything
+/// near this is garbage or an attack, answered OUT_OF_RANGE without being decoded.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// How the server runs. `Default` gives the production settings.
 #[derive(Debug)]
 pub struct ServerOptions {
@@ -161,7 +165,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(ProxyConfigServer::new(service))
+        .add_service(ProxyConfigServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = grpc_stopped.await;
         });

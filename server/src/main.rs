@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use proxyconf_server::{
     ServerOptions,
-    resolve::{Policy, cache_proxy::CacheProxyDefaults},
+    resolve::{Policy, cache_proxy::CacheProxyDefaults, host_allowlist::HostAllowlist},
     source::{
         file::{self, FileSourceOptions},
         kubernetes::{self, KubernetesSourceOptions},
@@ -70,6 +70,13 @@ struct Args {
     #[arg(long, default_value = "", value_name = "LIST")]
     default_no_proxy: String,
 
+    /// Only accept package registry proxy URLs whose host matches one of these patterns
+    /// (comma-separated; kubelet matchImages-style globs, '*' matching one DNS label, optional
+    /// :port), e.g. '*.svc.cluster.local,nexus.example.org:8443'. Without it every valid host is
+    /// accepted.
+    #[arg(long, value_name = "PATTERNS", value_parser = HostAllowlist::parse)]
+    allowed_proxy_hosts: Option<HostAllowlist>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (off when not given).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -113,6 +120,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             http_proxy: args.default_http_proxy,
             no_proxy: args.default_no_proxy,
         },
+        allowed_proxy_hosts: args.allowed_proxy_hosts,
     };
     policy.cache_proxy.validate().map_err(anyhow::Error::msg)?;
     let source = match args.configmap_file {

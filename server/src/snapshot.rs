@@ -231,6 +231,7 @@ fn problem_to_proto(p: &resolve::Problem) -> pb::Problem {
             ProblemCode::InvalidPackageManager => pb::ProblemCode::InvalidPackageManager,
             ProblemCode::InvalidProxy => pb::ProblemCode::InvalidProxy,
             ProblemCode::InvalidNoProxy => pb::ProblemCode::InvalidNoProxy,
+            ProblemCode::HostNotAllowed => pb::ProblemCode::HostNotAllowed,
         }
         .into(),
     }

@@ -4,6 +4,7 @@
 //! immutable [`Resolved`]; each request then only selects from it (see `snapshot`).
 
 pub mod cache_proxy;
+pub mod host_allowlist;
 pub mod package_manager;
 pub mod proxy_url;
 
@@ -22,6 +23,8 @@ const URL_KEY_SUFFIX: &str = "-url";
 pub struct Policy {
     /// Defaults for the cache proxy keys.
     pub cache_proxy: cache_proxy::CacheProxyDefaults,
+    /// The proxy hosts package registry URLs may point at; `None` accepts every valid host.
+    pub allowed_proxy_hosts: Option<host_allowlist::HostAllowlist>,
 }
 
 /// The settings of one ConfigMap state.
@@ -71,6 +74,7 @@ pub enum ProblemCode {
     InvalidPackageManager,
     InvalidProxy,
     InvalidNoProxy,
+    HostNotAllowed,
 }
 
 /// Resolves the `data` of the ConfigMap. Keys that are neither a switch nor a proxy key are
@@ -119,7 +123,21 @@ pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
             });
             continue;
         }
-        match proxy_url::validate(name, value) {
+        let checked =
+            proxy_url::validate(name, value).and_then(|url| match &policy.allowed_proxy_hosts {
+                Some(allowlist)
+                    if !allowlist.allows(
+                        url.host_str().unwrap_or_default(),
+                        url.port_or_known_default(),
+                    ) =>
+                {
+                    Err(proxy_url::UrlRejection::HostNotAllowed(
+                        allowlist.to_string(),
+                    ))
+                }
+                _ => Ok(()),
+            });
+        match checked {
             Ok(()) => {
                 resolved.package_managers.insert(
                     name.to_owned(),
@@ -135,7 +153,10 @@ pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
                 value: proxy_url::redact(value),
                 reason: format!("{rejection}; {name} is not proxied until this is fixed"),
                 package_manager: Some(name.to_owned()),
-                code: ProblemCode::InvalidUrl,
+                code: match rejection {
+                    proxy_url::UrlRejection::HostNotAllowed(_) => ProblemCode::HostNotAllowed,
+                    _ => ProblemCode::InvalidUrl,
+                },
             }),
         }
     }

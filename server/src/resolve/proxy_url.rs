@@ -14,7 +14,9 @@ pub const MAX_URL_LEN: usize = 2048;
 /// Why a proxy URL was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlRejection {
-    TooLong { len: usize },
+    TooLong {
+        len: usize,
+    },
     WhitespaceOrControl,
     NotHttp,
     NoHost,
@@ -22,6 +24,8 @@ pub enum UrlRejection {
     Fragment,
     GoproxyList,
     Malformed(url::ParseError),
+    /// Valid, but its host is not in the operator's allowlist (shown).
+    HostNotAllowed(String),
 }
 
 impl fmt::Display for UrlRejection {
@@ -46,12 +50,17 @@ impl fmt::Display for UrlRejection {
                  'direct' and bypass the policy proxy)",
             ),
             Self::Malformed(e) => write!(f, "malformed URL: {e}"),
+            Self::HostNotAllowed(list) => write!(
+                f,
+                "the host is not in the server's --allowed-proxy-hosts ({list})"
+            ),
         }
     }
 }
 
-/// Checks that `value` is an acceptable proxy URL for package manager `package_manager`.
-pub fn validate(package_manager: &str, value: &str) -> Result<(), UrlRejection> {
+/// Checks that `value` is an acceptable proxy URL for package manager `package_manager`, and
+/// returns it parsed.
+pub fn validate(package_manager: &str, value: &str) -> Result<url::Url, UrlRejection> {
     if value.len() > MAX_URL_LEN {
         return Err(UrlRejection::TooLong { len: value.len() });
     }
@@ -85,7 +94,7 @@ pub fn validate(package_manager: &str, value: &str) -> Result<(), UrlRejection> 
     if url.fragment().is_some() {
         return Err(UrlRejection::Fragment);
     }
-    Ok(())
+    Ok(url)
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
@@ -140,9 +149,9 @@ mod tests {
             "HTTPS://Nexus.Example.ORG/npm/",
             "https://localhost:1/",
         ] {
-            assert_eq!(validate("npm", url), Ok(()), "{url}");
+            assert!(validate("npm", url).is_ok(), "{url}");
         }
-        assert_eq!(validate("gomod", "https://nexus.example.org/go/"), Ok(()));
+        assert!(validate("gomod", "https://nexus.example.org/go/").is_ok());
     }
 
     #[test]
@@ -227,7 +236,11 @@ mod tests {
             ),
         ];
         for (pm, value, want) in table {
-            assert_eq!(validate(pm, value).as_ref(), Err(want), "{pm} {value:?}");
+            assert_eq!(
+                validate(pm, value).err().as_ref(),
+                Some(want),
+                "{pm} {value:?}"
+            );
         }
     }
 

@@ -247,3 +247,46 @@ fn problems_are_sorted_by_key() {
         ]
     );
 }
+
+#[test]
+fn allowlist_rejects_other_hosts_as_problems() {
+    let policy = Policy {
+        allowed_proxy_hosts: Some(
+            host_allowlist::HostAllowlist::parse("*.svc.cluster.local,nexus.example.org:8443")
+                .unwrap(),
+        ),
+        ..Policy::default()
+    };
+    let data = ConfigMapFixture::new()
+        .allow("true")
+        .url("npm", "https://nginx.svc.cluster.local/npm/")
+        .url("pip", "https://nexus.example.org:8443/pypi/simple/")
+        .url("cargo", "https://nexus.example.org/cargo/")
+        .url("gomod", "https://proxy.golang.org/")
+        .0;
+    let r = resolve(&data, &policy);
+    assert_eq!(
+        r.package_managers.keys().collect::<Vec<_>>(),
+        ["npm", "pip"]
+    );
+    let rejected: Vec<(&str, ProblemCode)> = r
+        .problems
+        .iter()
+        .map(|p| (p.package_manager.as_deref().unwrap(), p.code))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            ("cargo", ProblemCode::HostNotAllowed),
+            ("gomod", ProblemCode::HostNotAllowed)
+        ]
+    );
+    assert!(
+        r.problems[0].reason.contains("--allowed-proxy-hosts"),
+        "{}",
+        r.problems[0].reason
+    );
+
+    // Without an allowlist, every valid host.
+    assert_eq!(resolve(&data, &Policy::default()).package_managers.len(), 4);
+}

@@ -169,3 +169,49 @@ async fn status_reports_source_problems_and_staleness() {
         .into_inner();
     assert!(still.active, "the last good state is still served");
 }
+
+#[tokio::test]
+async fn the_largest_configmap_resolves() {
+    // About 1 MiB of data, the most Kubernetes stores in a ConfigMap: 5,000 package managers.
+    let mut cm = ConfigMapFixture::new().allow("true");
+    for i in 0..5000 {
+        cm = cm.url(
+            &format!("pm{i}"),
+            &format!("{NEXUS}/repository-with-a-long-name-{i:05}/and/a/path/"),
+        );
+    }
+    let server = TestServer::with(cm).await;
+    server.wait_synced().await;
+    let mut client = server
+        .client()
+        .await
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let all = client
+        .resolve(request(None, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.package_managers.len(), 5000);
+    let status = client
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.package_managers.len(), 5000);
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_the_server_carries_on() {
+    let server = TestServer::with(ConfigMapFixture::new().allow("true")).await;
+    server.wait_synced().await;
+    let mut client = server.client().await;
+    let huge = ResolveRequest {
+        package_managers: (0..20_000)
+            .map(|i| format!("package-manager-{i}"))
+            .collect(),
+        ..ResolveRequest::default()
+    };
+    let err = client.resolve(huge).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    assert!(client.resolve(request(None, &[])).await.is_ok());
+}
