@@ -14,6 +14,7 @@ mod e2e {
     mod cache_proxy;
     mod client_contract;
     mod failover;
+    mod faults;
     mod file_changes;
     mod kubernetes;
     mod python_subscriber;

@@ -17,6 +17,13 @@ pub enum FormatError {
     EnvLine { line: usize, found: String },
     #[error("line {line}: {key:?} is not a valid ConfigMap key (letters, digits, '-', '_', '.')")]
     EnvKey { line: usize, key: String },
+    #[error(
+        "the file is empty (a truncated write?); an empty ConfigMap must still say so with \
+         apiVersion, kind and metadata"
+    )]
+    Empty,
+    #[error("not a ConfigMap manifest: apiVersion: v1 and kind: ConfigMap are required")]
+    MissingTypeMeta,
 }
 
 /// The form of a ConfigMap file.
@@ -48,8 +55,17 @@ impl FileFormat {
     }
 }
 
-/// Parses `content` in the form of `path`.
+/// Parses `content` in the form of `path`. A file with nothing but blanks and comments is an
+/// error, not an empty ConfigMap: that is what a truncated write leaves, and reading it as "no
+/// keys" would switch the proxy off for every build.
 pub fn parse(path: &Path, content: &str) -> Result<ConfigMapState, FormatError> {
+    let meaningful = content
+        .lines()
+        .map(|l| l.trim_start_matches('\u{feff}').trim())
+        .any(|l| !l.is_empty() && !l.starts_with('#'));
+    if !meaningful {
+        return Err(FormatError::Empty);
+    }
     match FileFormat::detect(path, content) {
         FileFormat::Manifest => parse_manifest(content),
         FileFormat::EnvFile => parse_env_file(content).map(|data| ConfigMapState::Present {
@@ -62,7 +78,18 @@ pub fn parse(path: &Path, content: &str) -> Result<ConfigMapState, FormatError> 
 /// Parses a ConfigMap manifest. An unquoted scalar such as `true` is read as its text (kubectl
 /// would insist on quotes); a nested mapping or list as a value is an error.
 pub fn parse_manifest(content: &str) -> Result<ConfigMapState, FormatError> {
-    // k8s-openapi checks `apiVersion` and `kind` when present, like the API server.
+    // k8s-openapi checks `apiVersion` and `kind` when present, like the API server; they must be
+    // present too, so that a file cut short near its start is not read as a ConfigMap.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TypeMeta {
+        api_version: Option<String>,
+        kind: Option<String>,
+    }
+    let meta: TypeMeta = serde_saphyr::from_str(content).map_err(FormatError::Manifest)?;
+    if meta.api_version.is_none() || meta.kind.is_none() {
+        return Err(FormatError::MissingTypeMeta);
+    }
     let configmap: ConfigMap = serde_saphyr::from_str(content).map_err(FormatError::Manifest)?;
     Ok(ConfigMapState::Present {
         data: configmap.data.unwrap_or_default(),
@@ -175,7 +202,7 @@ data:
     #[test]
     fn unquoted_scalars_are_read_as_their_text() {
         // kubectl would insist on quotes; reading the text is what the author meant.
-        let unquoted = "kind: ConfigMap\ndata:\n  allow-package-registry-proxy: true\n  n: 8080\n";
+        let unquoted = "apiVersion: v1\nkind: ConfigMap\ndata:\n  allow-package-registry-proxy: true\n  n: 8080\n";
         let ConfigMapState::Present { data, .. } = parse_manifest(unquoted).unwrap() else {
             panic!("present")
         };
@@ -227,6 +254,28 @@ data:
         assert!(matches!(
             parse_env_file("=x\n"),
             Err(FormatError::EnvKey { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_and_untyped_files_are_errors_not_empty_configmaps() {
+        for empty in ["", "\n\n", "# only a comment\n", "\u{feff}  \n"] {
+            for name in ["cm.yaml", "cm.env", "cm"] {
+                assert!(
+                    matches!(parse(Path::new(name), empty), Err(FormatError::Empty)),
+                    "{name} {empty:?}"
+                );
+            }
+        }
+        let untyped = "data:\n  allow-package-registry-proxy: \"true\"\n";
+        assert!(matches!(
+            parse_manifest(untyped),
+            Err(FormatError::MissingTypeMeta)
+        ));
+        let cut = "apiVersion: v1\n";
+        assert!(matches!(
+            parse_manifest(cut),
+            Err(FormatError::MissingTypeMeta)
         ));
     }
 

@@ -70,8 +70,11 @@ impl ServerProcess {
     }
 
     fn spawn(mut command: Command) -> Self {
+        if !command.get_args().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -100,6 +103,12 @@ impl ServerProcess {
             url: format!("http://{address}"),
             logs,
         }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, connections cut.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM, as Kubernetes does, and waits for the process to exit (at most 30 s).
