@@ -37,8 +37,8 @@ Exit codes: 0 success, 1 other failure, 2 usage, 69 server unavailable,
 #[derive(Debug, Parser)]
 #[command(name = "proxyconf", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// The server's address, http://HOST:PORT or HOST:PORT; several, comma-separated, are used in
-    /// turn (retries and Watch reconnects go to the next one).
+    /// The server's address, http://HOST:PORT, https://HOST:PORT (with --ca-cert) or HOST:PORT;
+    /// several, comma-separated, are used in turn (retries and Watch reconnects go to the next).
     #[arg(
         long,
         env = "PROXYCONF_SERVER",
@@ -47,6 +47,23 @@ pub struct Cli {
         value_name = "URL"
     )]
     pub server: String,
+
+    /// For https:// servers: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long, global = true, value_name = "PATH", env = "PROXYCONF_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// For servers that require client certificates (mutual TLS): this client's certificate (PEM).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "PROXYCONF_CLIENT_CERT"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, global = true, value_name = "PATH", env = "PROXYCONF_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
 
     /// Overall deadline, retries included (e.g. 500ms, 3s, 1m).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true, value_name = "DURATION")]

@@ -40,7 +40,12 @@ use crate::{
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let server = Servers::parse(&cli.server)?;
+    let tls = remote::TlsFiles {
+        ca_cert: cli.ca_cert.clone(),
+        client_cert: cli.client_cert.clone(),
+        client_key: cli.client_key.clone(),
+    };
+    let server = Servers::parse(&cli.server, &tls)?;
     let deadline = Instant::now() + cli.timeout;
     match cli.command {
         Command::Env {

@@ -4,13 +4,17 @@
 
 use std::{
     future::Future,
+    path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, SystemTime},
 };
 
 use proxyconf_proto::v1::proxy_config_client::ProxyConfigClient;
 use tokio::time::Instant;
-use tonic::{Code, transport::Channel};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
 
 use crate::exit::Failure;
 
@@ -21,11 +25,61 @@ use crate::exit::Failure;
 pub struct Servers {
     urls: Vec<String>,
     next: AtomicUsize,
+    /// For `https://` servers: the CA to trust and, for mutual TLS, this client's identity.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// The files for talking TLS to the server.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificates (PEM) that the server's certificate must chain to.
+    pub ca_cert: Option<PathBuf>,
+    /// This client's certificate (PEM), for servers that require one.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn config(&self) -> Result<Option<ClientTlsConfig>, Failure> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                Failure::Usage(format!("{flag} {}: cannot read it: {e}", path.display()))
+            })
+        };
+        let Some(ca) = &self.ca_cert else {
+            if self.client_cert.is_some() || self.client_key.is_some() {
+                return Err(Failure::Usage(
+                    "--client-cert and --client-key need --ca-cert (and an https:// server)"
+                        .to_owned(),
+                ));
+            }
+            return Ok(None);
+        };
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(
+                    read("--client-cert", cert)?,
+                    read("--client-key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Failure::Usage(
+                    "--client-cert and --client-key go together".to_owned(),
+                ));
+            }
+        }
+        Ok(Some(config))
+    }
 }
 
 impl Servers {
-    /// Accepts `http://host:port` or a bare `host:port` (taken as `http://`), comma-separated.
-    pub fn parse(value: &str) -> Result<Self, Failure> {
+    /// Accepts `http://host:port`, `https://host:port` (with `tls.ca_cert`) or a bare `host:port`
+    /// (taken as `http://`), comma-separated.
+    pub fn parse(value: &str, tls: &TlsFiles) -> Result<Self, Failure> {
         let urls = value
             .split(',')
             .map(str::trim)
@@ -38,11 +92,35 @@ impl Servers {
                     .to_owned(),
             ));
         }
+        let tls = tls.config()?;
+        let secure = urls.iter().filter(|u| u.starts_with("https://")).count();
+        match (secure, &tls) {
+            (0, Some(_)) => {
+                return Err(Failure::Usage(
+                    "--ca-cert is given but --server is plaintext: use https://HOST:PORT"
+                        .to_owned(),
+                ));
+            }
+            (n, None) if n > 0 => {
+                return Err(Failure::Usage(
+                    "an https:// server needs --ca-cert: the CA that signed its certificate"
+                        .to_owned(),
+                ));
+            }
+            (n, Some(_)) if n != urls.len() => {
+                return Err(Failure::Usage(
+                    "mixing http:// and https:// servers would send some calls in plaintext"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
         let start =
             (Jitter::new().spread(Duration::from_secs(1_000)).as_secs() as usize) % urls.len();
         Ok(Self {
             urls,
             next: AtomicUsize::new(start),
+            tls,
         })
     }
 
@@ -50,6 +128,21 @@ impl Servers {
     pub fn pick(&self) -> &str {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.urls[i % self.urls.len()]
+    }
+
+    /// Opens a connection to the next server.
+    pub async fn connect_next(&self) -> Result<Channel, CallError> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.pick().to_owned())
+            .map_err(CallError::Connect)?
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(CallError::Connect)?;
+        }
+        endpoint.connect().await.map_err(CallError::Connect)
     }
 
     /// All of them, for messages.
@@ -64,15 +157,12 @@ fn parse_one(value: &str) -> Result<String, Failure> {
     } else {
         format!("http://{value}")
     };
-    if url.starts_with("https://") {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(str::is_empty) {
         return Err(Failure::Usage(format!(
-            "--server {value}: TLS is not supported by this version of proxyconf; use http:// \
-             inside the cluster"
-        )));
-    }
-    if !url.starts_with("http://") || url.len() == "http://".len() {
-        return Err(Failure::Usage(format!(
-            "--server {value:?}: expected http://HOST:PORT (or HOST:PORT)"
+            "--server {value:?}: expected http://HOST:PORT, https://HOST:PORT or HOST:PORT"
         )));
     }
     tonic::transport::Endpoint::from_shared(url.clone())
@@ -104,7 +194,7 @@ where
     let mut jitter = Jitter::new();
     loop {
         let attempt = async {
-            let channel = connect(servers.pick()).await?;
+            let channel = servers.connect_next().await?;
             call(ProxyConfigClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
                 .await
                 .map_err(CallError::Status)
@@ -128,18 +218,6 @@ where
 /// so that a Watch on a dead connection fails within a minute instead of hanging.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Opens a connection to `server`.
-pub async fn connect(server: &str) -> Result<Channel, CallError> {
-    tonic::transport::Endpoint::from_shared(server.to_owned())
-        .map_err(CallError::Connect)?
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(CallError::Connect)
-}
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +270,9 @@ impl CallError {
                 format!("the server refused the request: {}", status.message()),
             ),
             Self::Status(status) if !self.is_retryable() => Failure::Other(format!(
-                "the server at {} failed: {}: {}",
+                "the server at {} failed: {}: {}; check that --server points at proxyconf-server, \
+                 with https:// and --ca-cert if it serves TLS, and --client-cert/--client-key \
+                 if it requires client certificates",
                 servers.describe(),
                 status.code(),
                 status.message()
@@ -237,10 +317,11 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        let one = Servers::parse("localhost:50051").unwrap();
+        let plain = TlsFiles::default();
+        let one = Servers::parse("localhost:50051", &plain).unwrap();
         assert_eq!(one.pick(), "http://localhost:50051");
         assert_eq!(one.pick(), "http://localhost:50051");
-        let two = Servers::parse("http://a.svc:50051, b:1").unwrap();
+        let two = Servers::parse("http://a.svc:50051, b:1", &plain).unwrap();
         let picks: std::collections::BTreeSet<&str> = (0..4).map(|_| two.pick()).collect();
         assert_eq!(
             picks,
@@ -258,7 +339,7 @@ mod tests {
             "a:1,ftp://b",
         ] {
             assert!(
-                matches!(Servers::parse(bad), Err(Failure::Usage(_))),
+                matches!(Servers::parse(bad, &plain), Err(Failure::Usage(_))),
                 "{bad:?}"
             );
         }
@@ -279,7 +360,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unreachable_server_fails_at_the_deadline() {
         // Port 1 on loopback refuses connections.
-        let server = Servers::parse("127.0.0.1:1").unwrap();
+        let server = Servers::parse("127.0.0.1:1", &TlsFiles::default()).unwrap();
         let start = Instant::now();
         let deadline = start + Duration::from_secs(3);
         let err = call_with_retries(&server, deadline, |mut c| async move {

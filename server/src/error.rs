@@ -17,6 +17,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS files are not usable.
+    #[error("cannot set up TLS")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The result type of the server library.
@@ -29,7 +32,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidRequest(scope) => {
                 tonic::Status::invalid_argument(format!("{error}: {scope}"))
             }
-            Error::Reflection(_) | Error::Transport(_) => {
+            Error::Reflection(_) | Error::Transport(_) | Error::Tls(_) => {
                 tonic::Status::internal(error.to_string())
             }
         }

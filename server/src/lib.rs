@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -70,6 +71,8 @@ pub struct ServerOptions {
     pub metrics_listener: Option<TcpListener>,
     /// What the operator decided for every ConfigMap state (defaults, allowlists).
     pub policy: resolve::Policy,
+    /// Serve TLS (optionally mutual) instead of plaintext.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ServerOptions {
@@ -86,6 +89,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(10),
             metrics_listener: None,
             policy: resolve::Policy::default(),
+            tls: None,
         }
     }
 }
@@ -161,15 +165,24 @@ pub async fn run(
         Err(error) => info!(%error, source = %source.description, "serving proxyconf.v1"),
     }
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = builder
+    let router = builder
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(ProxyConfigServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = grpc_stopped.await;
-        });
-    tokio::pin!(server);
+        .add_service(ProxyConfigServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES));
+    let stopped = async {
+        let _ = grpc_stopped.await;
+    };
+    let mut server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
+        Some(files) => {
+            info!(cert = %files.cert.display(), mutual = files.client_ca.is_some(), "serving TLS");
+            let incoming = tls::incoming(listener, files)?;
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped))
+        }
+    };
 
     let result = tokio::select! {
         result = &mut server => result,

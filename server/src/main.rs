@@ -12,6 +12,7 @@ use proxyconf_server::{
         kubernetes::{self, KubernetesSourceOptions},
     },
     telemetry::{self, LogFormat},
+    tls::TlsFiles,
 };
 use tracing::error;
 
@@ -30,6 +31,8 @@ use tracing::error;
     proxyconf-server --configmap-file deploy/examples/cluster-config.yaml\n\n  \
     # Serve an env file (the cluster-config.env the ConfigMap is generated from) on another port\n  \
     proxyconf-server --configmap-file cluster-config.env --listen 127.0.0.1:50052\n\n  \
+    # TLS with client certificates (mutual TLS), rotated in place by cert-manager\n  \
+    proxyconf-server --tls-cert /tls/tls.crt --tls-key /tls/tls.key --tls-client-ca /tls/ca.crt\n\n  \
     # Metrics for Prometheus, a longer shutdown grace period\n  \
     proxyconf-server --metrics-listen 0.0.0.0:9090 --shutdown-grace 30s\n\n  \
     # JSON logs with debug output from the server only\n  \
@@ -76,6 +79,18 @@ struct Args {
     /// accepted.
     #[arg(long, value_name = "PATTERNS", value_parser = HostAllowlist::parse)]
     allowed_proxy_hosts: Option<HostAllowlist>,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by these CAs (PEM): mutual TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (off when not given).
     #[arg(long, value_name = "ADDR")]
@@ -155,6 +170,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connection_age: (!args.max_connection_age.is_zero()).then_some(args.max_connection_age),
         metrics_listener,
         policy,
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
         ..ServerOptions::default()
     };
     proxyconf_server::run(

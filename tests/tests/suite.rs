@@ -18,6 +18,7 @@ mod e2e {
     mod file_changes;
     mod kubernetes;
     mod python_subscriber;
+    mod tls;
 }
 
 mod kubernetes {
