@@ -129,6 +129,21 @@ proptest! {
     }
 
     #[test]
+    fn the_direct_url_check_agrees_with_the_whatwg_parser(value in prop_oneof![
+        url_like(),
+        "https?://[a-zA-Z0-9.-]{0,20}(:[0-9]{0,6})?(/[ -~]{0,20})?",
+        "https://[0-9.x]{1,16}(:[0-9]{1,5})?/",
+    ]) {
+        for pm in ["npm", "gomod"] {
+            prop_assert_eq!(
+                proxy_url::validate(pm, &value),
+                proxy_url::validate_strictly(pm, &value),
+                "{}", value
+            );
+        }
+    }
+
+    #[test]
     fn arbitrary_urls_never_panic(value in any::<String>()) {
         let _ = proxy_url::validate("npm", &value);
         let _ = cache_proxy::validate_proxy(&value);

@@ -125,16 +125,9 @@ pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
         }
         let checked =
             proxy_url::validate(name, value).and_then(|url| match &policy.allowed_proxy_hosts {
-                Some(allowlist)
-                    if !allowlist.allows(
-                        url.host_str().unwrap_or_default(),
-                        url.port_or_known_default(),
-                    ) =>
-                {
-                    Err(proxy_url::UrlRejection::HostNotAllowed(
-                        allowlist.to_string(),
-                    ))
-                }
+                Some(allowlist) if !allowlist.allows(&url.host, Some(url.port)) => Err(
+                    proxy_url::UrlRejection::HostNotAllowed(allowlist.to_string()),
+                ),
                 _ => Ok(()),
             });
         match checked {

@@ -58,15 +58,56 @@ impl fmt::Display for UrlRejection {
     }
 }
 
+/// Where a valid proxy URL points: what the allowlist checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTarget {
+    /// The host, lowercase; IPv6 addresses in brackets.
+    pub host: String,
+    /// The explicit port, or the scheme's default (80, 443).
+    pub port: u16,
+}
+
 /// Checks that `value` is an acceptable proxy URL for package manager `package_manager`, and
-/// returns it parsed.
-pub fn validate(package_manager: &str, value: &str) -> Result<url::Url, UrlRejection> {
+/// returns where it points.
+///
+/// Plain URLs — a DNS name, an optional port, and a path and query of ordinary URL characters,
+/// which is what proxy URLs are — are checked directly; anything else (IP literals, IDNs,
+/// unusual characters) goes through the WHATWG parser of the url crate. The two agree on every
+/// input (a property test checks it); the direct check is four times faster, which matters for
+/// the largest ConfigMaps (5,000 URLs).
+pub fn validate(package_manager: &str, value: &str) -> Result<ProxyTarget, UrlRejection> {
+    let (https, authority, rest) = check_shape(package_manager, value)?;
+    match plain_target(https, authority, rest) {
+        Some(target) => Ok(target),
+        None => parse_with_url_crate(value),
+    }
+}
+
+/// [`validate`] always through the url crate: the reference the direct check must agree with.
+#[doc(hidden)]
+pub fn validate_strictly(package_manager: &str, value: &str) -> Result<ProxyTarget, UrlRejection> {
+    check_shape(package_manager, value)?;
+    parse_with_url_crate(value)
+}
+
+/// The checks on the raw value: length, characters, GOPROXY lists, `scheme://authority` shape,
+/// credentials. Returns whether the scheme is https, the authority, and the rest.
+fn check_shape<'a>(
+    package_manager: &str,
+    value: &'a str,
+) -> Result<(bool, &'a str, &'a str), UrlRejection> {
     if value.len() > MAX_URL_LEN {
         return Err(UrlRejection::TooLong { len: value.len() });
     }
     // The url crate silently strips leading/trailing whitespace and embedded tabs and newlines, so
-    // this must be checked on the raw value.
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // this must be checked on the raw value. (ASCII is checked byte by byte: the usual case, and
+    // the hot loop for the largest ConfigMaps.)
+    let bad = if value.is_ascii() {
+        value.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        value.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if bad {
         return Err(UrlRejection::WhitespaceOrControl);
     }
     if package_manager == "gomod" && value.contains([',', '|']) {
@@ -74,27 +115,98 @@ pub fn validate(package_manager: &str, value: &str) -> Result<url::Url, UrlRejec
     }
     // The url crate is lenient with special schemes (`http:host` and `http:///host` both parse
     // with host `host`), so the shape `scheme://authority` is checked on the raw value too.
-    let rest = strip_prefix_ignore_case(value, "https://")
-        .or_else(|| strip_prefix_ignore_case(value, "http://"))
-        .ok_or(UrlRejection::NotHttp)?;
-    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+    let (https, rest) = match strip_prefix_ignore_case(value, "https://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            strip_prefix_ignore_case(value, "http://").ok_or(UrlRejection::NotHttp)?,
+        ),
+    };
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
     if authority.contains('@') {
         return Err(UrlRejection::UserInfo);
     }
     if authority.is_empty() || authority.starts_with(':') {
         return Err(UrlRejection::NoHost);
     }
+    Ok((https, authority, rest))
+}
+
+/// The target of a plain URL, or `None` when the URL needs the full parser.
+fn plain_target(https: bool, authority: &str, rest: &str) -> Option<ProxyTarget> {
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => {
+            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (host, Some(port.parse::<u16>().ok()?))
+        }
+        None => (authority, None),
+    };
+    let labels_ok = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    // A numeric last label makes WHATWG parse the host as an IPv4 address: leave it to the parser.
+    let last_numeric = host.rsplit('.').next().is_some_and(|l| {
+        l.bytes().all(|b| b.is_ascii_digit()) || l.starts_with("0x") || l.starts_with("0X")
+    });
+    if !labels_ok || last_numeric {
+        return None;
+    }
+    // Path and query of ordinary URL characters only: nothing the parser would rewrite, and no
+    // fragment.
+    if !rest.bytes().all(|b| ORDINARY[usize::from(b)]) {
+        return None;
+    }
+    let default = if https { 443 } else { 80 };
+    Some(ProxyTarget {
+        host: host.to_ascii_lowercase(),
+        port: port.unwrap_or(default),
+    })
+}
+
+/// The bytes a path or query may hold for the direct check: letters, digits and
+/// `-._~!$&'()*+,;=:@/?`.
+const ORDINARY: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=:@/?";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+fn parse_with_url_crate(value: &str) -> Result<ProxyTarget, UrlRejection> {
     let url = url::Url::parse(value).map_err(|e| match e {
         url::ParseError::EmptyHost => UrlRejection::NoHost,
         e => UrlRejection::Malformed(e),
     })?;
-    if url.host().is_none() {
-        return Err(UrlRejection::NoHost);
-    }
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() => host.to_owned(),
+        _ => return Err(UrlRejection::NoHost),
+    };
     if url.fragment().is_some() {
         return Err(UrlRejection::Fragment);
     }
-    Ok(url)
+    Ok(ProxyTarget {
+        host,
+        port: url.port_or_known_default().unwrap_or(443),
+    })
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {

@@ -1,0 +1,146 @@
+//! The load generator: real tonic clients opening many connections and streams.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use proxyconf_proto::v1::{ResolveRequest, WatchRequest, proxy_config_client::ProxyConfigClient};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+/// `connections` separate HTTP/2 connections to `address`.
+pub async fn connect(address: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {address}"))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// Sustained unary throughput: `concurrency` callers, spread over `channels`, each calling
+/// `Resolve` back to back for `duration`. Returns requests per second and the latencies.
+pub async fn closed_loop(
+    channels: &[Channel],
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut callers = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let mut client = ProxyConfigClient::new(channels[i % channels.len()].clone());
+        callers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                client.resolve(ResolveRequest::default()).await?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, tonic::Status>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for caller in callers {
+        all.extend(caller.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok((all.len() as f64 / elapsed, all))
+}
+
+/// Latency at a fixed rate (open loop): request `i` is due at `start + i / rate`, and its latency
+/// counts from when it was due, so a slow server cannot hide its queueing (no coordinated
+/// omission). Returns the latencies and the achieved rate.
+pub async fn open_loop(
+    channels: &[Channel],
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
+    let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let start = tokio::time::Instant::now();
+    let mut requests = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + interval * u32::try_from(i)?;
+        tokio::time::sleep_until(due).await;
+        let mut client = ProxyConfigClient::new(channels[i % channels.len()].clone());
+        requests.push(tokio::spawn(async move {
+            client.resolve(ResolveRequest::default()).await?;
+            Ok::<_, tonic::Status>(due.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for request in requests {
+        latencies.push(request.await??);
+    }
+    let achieved = total as f64 / start.elapsed().as_secs_f64();
+    Ok((latencies, achieved))
+}
+
+/// Open Watch streams: `subscribers` over `channels`, each having received its first message.
+pub struct Subscribers {
+    streams: Vec<tonic::Streaming<proxyconf_proto::v1::Resolution>>,
+}
+
+impl Subscribers {
+    /// Opens them all and waits for every first message.
+    pub async fn open(channels: &[Channel], subscribers: usize) -> anyhow::Result<Self> {
+        let mut streams = Vec::with_capacity(subscribers);
+        for i in 0..subscribers {
+            let mut client = ProxyConfigClient::new(channels[i % channels.len()].clone());
+            let mut stream = loop {
+                match client.watch(WatchRequest::default()).await {
+                    Ok(response) => break response.into_inner(),
+                    // Admission control: back off and retry, as real subscribers do.
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(status) => return Err(status.into()),
+                }
+            };
+            stream.message().await?.context("a first message")?;
+            streams.push(stream);
+        }
+        Ok(Self { streams })
+    }
+
+    /// Calls `change`, then waits for every subscriber's next message; returns each one's delay
+    /// from the change to its receipt.
+    pub async fn delays_after(self, change: impl FnOnce()) -> anyhow::Result<Vec<Duration>> {
+        let received = Arc::new(Mutex::new(Vec::with_capacity(self.streams.len())));
+        let ready = Arc::new(tokio::sync::Barrier::new(self.streams.len() + 1));
+        let changed_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let mut readers = Vec::with_capacity(self.streams.len());
+        for mut stream in self.streams {
+            let received = received.clone();
+            let ready = ready.clone();
+            let changed_at = changed_at.clone();
+            readers.push(tokio::spawn(async move {
+                ready.wait().await;
+                stream
+                    .message()
+                    .await?
+                    .context("a message after the change")?;
+                let at = Instant::now();
+                let since = changed_at
+                    .get()
+                    .map_or(Duration::ZERO, |t| at.saturating_duration_since(*t));
+                received.lock().await.push(since);
+                Ok::<_, anyhow::Error>(stream)
+            }));
+        }
+        ready.wait().await;
+        let _ = changed_at.set(Instant::now());
+        change();
+        for reader in readers {
+            reader.await??;
+        }
+        let delays = received.lock().await.clone();
+        Ok(delays)
+    }
+}

@@ -1,0 +1,285 @@
+//! Runs every measurement and fills the table. Real processes over loopback: proxyconf-server
+//! watching a Kubernetes API (the wire-protocol fake, so that a change reaches the server the way
+//! it does in a cluster), the bare tonic server, and `proxyconf` runs.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use prost::Message;
+use proxyconf_e2e::fake_apiserver::FakeApiServer;
+use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
+
+use crate::{
+    client_runs, costs, load, machine, percentiles, processes::ServerProcess, report::Table,
+};
+
+/// How much of everything to run.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub resolve_samples: usize,
+    pub unary_duration: Duration,
+    pub unary_rounds: usize,
+    pub rate: u32,
+    pub rate_duration: Duration,
+    pub client_runs: usize,
+    pub subscribers: usize,
+    pub subscriber_connections: usize,
+    pub idle_window: Duration,
+    pub calls_counted: usize,
+}
+
+impl Scale {
+    /// The figures the README publishes.
+    pub fn full() -> Self {
+        Self {
+            resolve_samples: 200,
+            unary_duration: Duration::from_secs(5),
+            unary_rounds: 3,
+            rate: 5000,
+            rate_duration: Duration::from_secs(5),
+            client_runs: 100,
+            subscribers: 10_000,
+            subscriber_connections: 100,
+            idle_window: Duration::from_secs(5),
+            calls_counted: 1000,
+        }
+    }
+
+    /// A tiny run that only proves everything works (CI).
+    pub fn smoke() -> Self {
+        Self {
+            resolve_samples: 5,
+            unary_duration: Duration::from_millis(300),
+            unary_rounds: 1,
+            rate: 200,
+            rate_duration: Duration::from_millis(500),
+            client_runs: 3,
+            subscribers: 50,
+            subscriber_connections: 5,
+            idle_window: Duration::from_millis(500),
+            calls_counted: 50,
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn npm_data(url_suffix: &str) -> Vec<(String, String)> {
+    costs::typical()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "package-registry-proxy-npm-url" {
+                (k, format!("{v}{url_suffix}"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
+fn apply(api: &FakeApiServer, data: &[(String, String)]) {
+    let pairs: Vec<(&str, &str)> = data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    api.apply(&pairs);
+}
+
+/// Runs everything at `scale`.
+pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
+    let mut table = Table {
+        machine: machine::describe(),
+        rows: Vec::new(),
+    };
+
+    // In-process costs.
+    let typical = costs::typical();
+    let resolve_typical = costs::resolve_time(&typical, scale.resolve_samples);
+    table.add(
+        "resolve a typical ConfigMap (10 keys) into a snapshot (median)",
+        us(resolve_typical),
+        "≤ 20 µs",
+        Some(resolve_typical <= Duration::from_micros(20)),
+    );
+    let largest = costs::large(5000);
+    let resolve_largest = costs::resolve_time(&largest, scale.resolve_samples.div_ceil(10));
+    table.add(
+        &format!(
+            "resolve a 1 MiB ConfigMap ({} KiB, 5,000 package managers) (median)",
+            costs::size_of(&largest) / 1024
+        ),
+        ms(resolve_largest),
+        "≤ 5 ms",
+        Some(resolve_largest <= Duration::from_millis(5)),
+    );
+    let half = costs::resolved_bytes(&costs::large(2500));
+    let full = costs::resolved_bytes(&largest);
+    let ratio = full as f64 / half.max(1) as f64;
+    table.add(
+        "snapshot memory: 5,000 vs 2,500 package managers",
+        format!(
+            "{} KiB vs {} KiB (×{ratio:.2} for ×2 input)",
+            full / 1024,
+            half / 1024
+        ),
+        "linear in size",
+        Some((1.8..=2.2).contains(&ratio)),
+    );
+
+    // The real server on a Kubernetes API.
+    let api = FakeApiServer::start("konflux-info", "cluster-config").await;
+    apply(&api, &npm_data(""));
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig())?;
+    let server = ServerProcess::proxyconf(&kubeconfig)?;
+    let channels = load::connect(&server.address, 8).await?;
+    let mut probe = ProxyConfigClient::new(channels[0].clone());
+    let answer = loop {
+        match probe.resolve(ResolveRequest::default()).await {
+            Ok(answer) => break answer.into_inner(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+
+    // Idle: memory, and CPU over a quiet window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = server.rss_kib()?;
+    let ticks_before = server.cpu_ticks()?;
+    tokio::time::sleep(scale.idle_window).await;
+    let idle_ticks = server.cpu_ticks()? - ticks_before;
+    table.add(
+        "server idle (synced, no clients): RSS",
+        format!("{:.1} MiB", idle_rss as f64 / 1024.0),
+        "≤ 20 MiB",
+        Some(idle_rss <= 20 * 1024),
+    );
+    table.add(
+        &format!("server idle: CPU over {:?}", scale.idle_window),
+        format!("{idle_ticks} ticks (1 tick = 10 ms)"),
+        "none",
+        Some(idle_ticks == 0),
+    );
+
+    // API requests per client call.
+    let before = api.requests().len();
+    for _ in 0..scale.calls_counted {
+        probe.resolve(ResolveRequest::default()).await?;
+    }
+    let extra = api.requests().len() - before;
+    table.add(
+        &format!(
+            "Kubernetes API requests for {} Resolve calls",
+            scale.calls_counted
+        ),
+        extra.to_string(),
+        "0",
+        Some(extra == 0),
+    );
+
+    // Unary throughput against the bare floor, alternating to share the machine's noise.
+    let answer_file = dir.path().join("answer.bin");
+    std::fs::write(&answer_file, answer.encode_to_vec())?;
+    let bare = ServerProcess::bare(&answer_file)?;
+    let bare_channels = load::connect(&bare.address, 8).await?;
+    let (mut real_rps, mut bare_rps) = (Vec::new(), Vec::new());
+    let mut real_latencies = Vec::new();
+    for _ in 0..scale.unary_rounds {
+        let (rps, latencies) = load::closed_loop(&channels, 256, scale.unary_duration).await?;
+        real_rps.push(rps);
+        real_latencies = latencies;
+        bare_rps.push(
+            load::closed_loop(&bare_channels, 256, scale.unary_duration)
+                .await?
+                .0,
+        );
+    }
+    real_rps.sort_by(f64::total_cmp);
+    bare_rps.sort_by(f64::total_cmp);
+    let (real, floor) = (real_rps[real_rps.len() / 2], bare_rps[bare_rps.len() / 2]);
+    let (p50, p99) = percentiles(&mut real_latencies);
+    table.add(
+        &format!(
+            "unary Resolve, 256 concurrent over 8 connections ({} B answer), median of {} rounds",
+            answer.encoded_len(),
+            scale.unary_rounds
+        ),
+        format!(
+            "{real:.0} req/s vs bare tonic {floor:.0} req/s = ×{:.2} (p50 {}, p99 {})",
+            real / floor,
+            ms(p50),
+            ms(p99)
+        ),
+        "≥ 0.8× bare",
+        Some(real >= 0.8 * floor),
+    );
+    drop(bare_channels);
+    drop(bare);
+
+    // Latency at a fixed rate.
+    let (mut latencies, achieved) =
+        load::open_loop(&channels, scale.rate, scale.rate_duration).await?;
+    let (p50, p99) = percentiles(&mut latencies);
+    table.add(
+        &format!("Resolve latency at {} requests/s (open loop)", scale.rate),
+        format!(
+            "p50 {}, p99 {} (achieved {achieved:.0}/s)",
+            ms(p50),
+            ms(p99)
+        ),
+        "p99 ≤ 2 ms",
+        Some(p99 <= Duration::from_millis(2)),
+    );
+
+    // The client as a build step runs it.
+    let (mut times, peak_rss) = client_runs::env_runs(&server.address, scale.client_runs)?;
+    let (p50, p99) = percentiles(&mut times);
+    table.add(
+        &format!("`proxyconf env` whole process, {} runs", scale.client_runs),
+        format!(
+            "median {}, p99 {}, peak RSS {:.1} MiB",
+            ms(p50),
+            ms(p99),
+            peak_rss as f64 / 1024.0
+        ),
+        "median ≤ 5 ms, RSS ≤ 15 MiB",
+        Some(p50 <= Duration::from_millis(5) && peak_rss <= 15 * 1024),
+    );
+
+    // Watch fan-out and the memory of idle subscribers.
+    let before_rss = server.rss_kib()?;
+    let watch_channels = load::connect(&server.address, scale.subscriber_connections).await?;
+    let subscribers = load::Subscribers::open(&watch_channels, scale.subscribers)
+        .await
+        .context("opening the subscribers")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_rss = server.rss_kib()?;
+    let per_subscriber = (with_rss.saturating_sub(before_rss)) as f64 / scale.subscribers as f64;
+    table.add(
+        &format!("server memory with {} idle subscribers", scale.subscribers),
+        format!(
+            "{per_subscriber:.2} KiB per subscriber ({:.1} → {:.1} MiB)",
+            before_rss as f64 / 1024.0,
+            with_rss as f64 / 1024.0
+        ),
+        "≤ 8 KiB per subscriber",
+        Some(per_subscriber <= 8.0),
+    );
+    let mut delays = subscribers
+        .delays_after(|| apply(&api, &npm_data("changed/")))
+        .await?;
+    let (p50, p99) = percentiles(&mut delays);
+    table.add(
+        &format!(
+            "one ConfigMap change reaches {} subscribers over {} connections",
+            scale.subscribers, scale.subscriber_connections
+        ),
+        format!("p50 {}, p99 {}", ms(p50), ms(p99)),
+        "p99 ≤ 250 ms",
+        Some(p99 <= Duration::from_millis(250)),
+    );
+    Ok(table)
+}

@@ -1,0 +1,92 @@
+//! Criterion benchmarks of the pure hot paths: resolving a ConfigMap into a snapshot, and
+//! selecting one request's answer from a snapshot. `cargo bench -p proxyconf-server`.
+
+use std::{collections::BTreeMap, hint::black_box, sync::Arc};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use proxyconf_proto::v1::{ResolveRequest, SourceState};
+use proxyconf_server::{
+    resolve::{Policy, resolve},
+    snapshot::{Scope, Snapshot},
+    source::SourceDescription,
+};
+
+const NEXUS: &str = "https://artifact-registry-proxy.caching.svc.cluster.local/repository";
+
+/// A typical cluster-config: the switch, 8 package managers, one unrelated key.
+fn typical() -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([
+        ("allow-package-registry-proxy".to_owned(), "true".to_owned()),
+        ("enable-keyless-signing".to_owned(), "true".to_owned()),
+    ]);
+    for pm in [
+        "npm",
+        "pnpm",
+        "yarn",
+        "gomod",
+        "gomod-sum",
+        "pip",
+        "cargo",
+        "bundler",
+    ] {
+        data.insert(
+            format!("package-registry-proxy-{pm}-url"),
+            format!("{NEXUS}/{pm}/"),
+        );
+    }
+    data
+}
+
+/// About 1 MiB: 5,000 package managers.
+fn largest() -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([("allow-package-registry-proxy".to_owned(), "true".to_owned())]);
+    for i in 0..5000 {
+        data.insert(
+            format!("package-registry-proxy-pm{i}-url"),
+            format!("{NEXUS}/repository-with-a-long-name-{i:05}/and/some/more/path/segments/to/reach/the/size/of/the/largest/configmap/kubernetes/stores/"),
+        );
+    }
+    data
+}
+
+fn snapshot(data: &BTreeMap<String, String>) -> Snapshot {
+    Snapshot {
+        resolved: Some(Arc::new(resolve(data, &Policy::default()))),
+        state: SourceState::Synced,
+        ..Snapshot::not_synced(
+            SourceDescription {
+                kind: "file",
+                location: "bench".into(),
+            },
+            Policy::default(),
+        )
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let policy = Policy::default();
+    let typical = typical();
+    let largest = largest();
+    c.bench_function("resolve typical ConfigMap (10 keys)", |b| {
+        b.iter(|| resolve(black_box(&typical), &policy))
+    });
+    c.bench_function("resolve 1 MiB ConfigMap (5,000 package managers)", |b| {
+        b.iter(|| resolve(black_box(&largest), &policy))
+    });
+    let snap = snapshot(&typical);
+    let all = Scope::all();
+    c.bench_function("answer one request from a snapshot (typical)", |b| {
+        b.iter(|| snap.resolution(black_box(&all)))
+    });
+    let scoped = Scope::from_request(&ResolveRequest {
+        package_managers: vec!["npm".into(), "gomod".into()],
+        ..ResolveRequest::default()
+    })
+    .expect("valid scope");
+    c.bench_function("answer a scoped request from a snapshot (typical)", |b| {
+        b.iter(|| snap.resolution(black_box(&scoped)))
+    });
+}
+
+criterion_group!(resolve_benches, benches);
+criterion_main!(resolve_benches);
