@@ -3,6 +3,8 @@
 
 use std::{collections::BTreeMap, hint::black_box, sync::Arc};
 
+use proxyconf_e2e::fixtures::{large, typical};
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use proxyconf_proto::v1::{ResolveRequest, SourceState};
 use proxyconf_server::{
@@ -10,44 +12,6 @@ use proxyconf_server::{
     snapshot::{Scope, Snapshot},
     source::SourceDescription,
 };
-
-const NEXUS: &str = "https://artifact-registry-proxy.caching.svc.cluster.local/repository";
-
-/// A typical cluster-config: the switch, 8 package managers, one unrelated key.
-fn typical() -> BTreeMap<String, String> {
-    let mut data = BTreeMap::from([
-        ("allow-package-registry-proxy".to_owned(), "true".to_owned()),
-        ("enable-keyless-signing".to_owned(), "true".to_owned()),
-    ]);
-    for pm in [
-        "npm",
-        "pnpm",
-        "yarn",
-        "gomod",
-        "gomod-sum",
-        "pip",
-        "cargo",
-        "bundler",
-    ] {
-        data.insert(
-            format!("package-registry-proxy-{pm}-url"),
-            format!("{NEXUS}/{pm}/"),
-        );
-    }
-    data
-}
-
-/// About 1 MiB: 5,000 package managers.
-fn largest() -> BTreeMap<String, String> {
-    let mut data = BTreeMap::from([("allow-package-registry-proxy".to_owned(), "true".to_owned())]);
-    for i in 0..5000 {
-        data.insert(
-            format!("package-registry-proxy-pm{i}-url"),
-            format!("{NEXUS}/repository-with-a-long-name-{i:05}/and/some/more/path/segments/to/reach/the/size/of/the/largest/configmap/kubernetes/stores/"),
-        );
-    }
-    data
-}
 
 fn snapshot(data: &BTreeMap<String, String>) -> Snapshot {
     Snapshot {
@@ -66,7 +30,7 @@ fn snapshot(data: &BTreeMap<String, String>) -> Snapshot {
 fn benches(c: &mut Criterion) {
     let policy = Policy::default();
     let typical = typical();
-    let largest = largest();
+    let largest = large(5000);
     c.bench_function("resolve typical ConfigMap (10 keys)", |b| {
         b.iter(|| resolve(black_box(&typical), &policy))
     });

@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod fake_apiserver;
+pub mod fixtures;
 pub mod pki;

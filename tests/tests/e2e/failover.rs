@@ -1,16 +1,11 @@
 //! SIGTERM on one of two replicas: its Watch streams end, and `proxyconf watch` goes on from the
 //! other replica without printing a version twice and without missing a change.
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead, BufReader},
-    process::Stdio,
-    sync::mpsc,
-    thread,
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
-use super::util::{NEXUS, ServerProcess, env_file, eventually, replace_file, run, stdout};
+use super::util::{
+    LineProcess, NEXUS, ServerProcess, env_file, eventually, replace_file, run, stdout,
+};
 
 fn subscribers(server: &ServerProcess) -> u64 {
     let out = run(server.client().args(["status", "--json"]));
@@ -29,28 +24,13 @@ fn watch_survives_sigterm_of_its_replica_without_duplicate_or_gap() {
     let mut a = ServerProcess::start(&file);
     let mut b = ServerProcess::start(&file);
 
-    let mut watch = a
-        .client()
-        .args(["watch", "--server", &format!("{},{}", a.url, b.url)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = lines
-            .recv_timeout(Duration::from_secs(15))
-            .expect("a watch line");
-        serde_json::from_str(&line).unwrap()
-    };
+    let lines =
+        LineProcess::spawn(
+            a.client()
+                .args(["watch", "--server", &format!("{},{}", a.url, b.url)]),
+        );
     let mut versions = Vec::new();
-    let first = next();
+    let first = lines.next_json();
     versions.push(first["version"].as_str().unwrap().to_owned());
 
     // Find the replica the watch is on, and terminate it.
@@ -76,11 +56,11 @@ fn watch_survives_sigterm_of_its_replica_without_duplicate_or_gap() {
             ("pip", &format!("{NEXUS}/pypi/simple/")),
         ]),
     );
-    let second = next();
+    let second = lines.next_json();
     versions.push(second["version"].as_str().unwrap().to_owned());
     assert_eq!(second["package_managers"][1]["name"], "pip", "no gap");
     assert!(
-        lines.recv_timeout(Duration::from_millis(500)).is_err(),
+        lines.silent_for(Duration::from_millis(500)),
         "nothing else printed: the resumed stream did not repeat the version it had"
     );
     let distinct: BTreeSet<&String> = versions.iter().collect();
@@ -92,6 +72,4 @@ fn watch_survives_sigterm_of_its_replica_without_duplicate_or_gap() {
 
     let env = run(survivor.client().args(["env", "--quiet"]));
     assert!(stdout(&env).contains("HERMETO_PIP__PROXY_URL"));
-    let _ = watch.kill();
-    let _ = watch.wait();
 }

@@ -1,14 +1,8 @@
 //! A change to the ConfigMap file reaches `proxyconf env` and `proxyconf watch`.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    sync::mpsc,
-    thread,
-    time::Duration,
+use super::util::{
+    LineProcess, NEXUS, ServerProcess, env_file, eventually, replace_file, run, stderr, stdout,
 };
-
-use super::util::{NEXUS, ServerProcess, env_file, eventually, replace_file, run, stderr, stdout};
 
 #[test]
 fn a_file_edit_reaches_env_and_watch() {
@@ -17,28 +11,14 @@ fn a_file_edit_reaches_env_and_watch() {
     std::fs::write(&file, env_file(&[("npm", &format!("{NEXUS}/npm/"))])).unwrap();
     let server = ServerProcess::start(&file);
 
-    let mut watch = server
-        .client()
-        .args(["watch", "--package-managers", "npm,pip"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a watch line within 10s");
-        serde_json::from_str(&line).expect("each line is JSON")
-    };
+    let lines =
+        LineProcess::spawn(
+            server
+                .client()
+                .args(["watch", "--package-managers", "npm,pip"]),
+        );
 
-    let first = next();
+    let first = lines.next_json();
     assert_eq!(first["active"], true);
     assert_eq!(first["package_managers"][0]["name"], "npm");
 
@@ -61,7 +41,7 @@ fn a_file_edit_reaches_env_and_watch() {
             ("pip", &format!("{NEXUS}/pypi/simple/")),
         ]),
     );
-    let second = next();
+    let second = lines.next_json();
     assert_ne!(second["version"], first["version"]);
     let names: Vec<&str> = second["package_managers"]
         .as_array()
@@ -93,10 +73,7 @@ fn a_file_edit_reaches_env_and_watch() {
 
     // Turning the proxy off reaches the watcher.
     replace_file(&file, "allow-package-registry-proxy=false\n");
-    let third = next();
+    let third = lines.next_json();
     assert_eq!(third["active"], false);
     assert_eq!(third["decision"], "DECISION_ADMINISTRATOR_OFF");
-
-    let _ = watch.kill();
-    let _ = watch.wait();
 }

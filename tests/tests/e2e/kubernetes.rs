@@ -1,17 +1,9 @@
 //! The server binary watching a Kubernetes API (the wire-protocol fake) through a kubeconfig,
 //! and the client binary seeing each change of the ConfigMap.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    sync::mpsc,
-    thread,
-    time::Duration,
-};
-
 use proxyconf_e2e::fake_apiserver::FakeApiServer;
 
-use super::util::{NEXUS, ServerProcess, eventually, run, stderr, stdout};
+use super::util::{LineProcess, NEXUS, ServerProcess, eventually, run, stderr, stdout};
 
 #[test]
 fn the_client_sees_each_change_of_the_watched_configmap() {
@@ -34,27 +26,8 @@ fn the_client_sees_each_change_of_the_watched_configmap() {
         format!("export HERMETO_NPM__PROXY_URL='{npm}'\n")
     );
 
-    let mut watch = server
-        .client()
-        .args(["watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a watch line");
-        serde_json::from_str(&line).unwrap()
-    };
-    let first = next();
+    let lines = LineProcess::spawn(server.client().args(["watch"]));
+    let first = lines.next_json();
     assert_eq!(first["source"]["resource_version"], "101");
 
     let pip = format!("{NEXUS}/pypi/simple/");
@@ -63,11 +36,11 @@ fn the_client_sees_each_change_of_the_watched_configmap() {
         ("package-registry-proxy-npm-url", &npm),
         ("package-registry-proxy-pip-url", &pip),
     ]);
-    let second = next();
+    let second = lines.next_json();
     assert_eq!(second["package_managers"][1]["url"], pip.as_str());
 
     api.delete();
-    let third = next();
+    let third = lines.next_json();
     assert_eq!(third["active"], false);
     assert_eq!(third["source"]["state"], "SOURCE_STATE_MISSING");
     let env = run(server.client().args(["env", "--quiet"]));
@@ -78,7 +51,7 @@ fn the_client_sees_each_change_of_the_watched_configmap() {
         ("allow-package-registry-proxy", "true"),
         ("package-registry-proxy-npm-url", &npm),
     ]);
-    assert_eq!(next()["active"], true);
+    assert_eq!(lines.next_json()["active"], true);
 
     // Behind the client calls: one list and one watch, nothing per call.
     eventually("one list, one watch", || {
@@ -90,7 +63,4 @@ fn the_client_sees_each_change_of_the_watched_configmap() {
         "{}",
         stdout(&status)
     );
-
-    let _ = watch.kill();
-    let _ = watch.wait();
 }

@@ -2,15 +2,11 @@
 //! proto with grpcio-tools, the first answer, then a change. Needs `grpcio` and `grpcio-tools`
 //! (`.ci/run` installs them); without them the test fails in CI and is skipped elsewhere.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    sync::mpsc,
-    thread,
-    time::Duration,
-};
+use std::process::Command;
 
-use super::util::{NEXUS, ServerProcess, env_file, replace_file, repo_root, run, stderr};
+use super::util::{
+    LineProcess, NEXUS, ServerProcess, env_file, replace_file, repo_root, run, stderr,
+};
 
 fn grpcio_available() -> bool {
     Command::new("python3")
@@ -46,24 +42,13 @@ fn python_subscriber_follows_changes() {
     let server = ServerProcess::start(&file);
     let address = server.url.trim_start_matches("http://").to_owned();
 
-    let mut subscriber = Command::new("python3")
-        .arg(root.join("docs/examples/subscriber.py"))
-        .args([&address, "npm,pip", "--count", "2"])
-        .env("PYTHONPATH", &generated)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = subscriber.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("first answer");
+    let lines = LineProcess::spawn(
+        Command::new("python3")
+            .arg(root.join("docs/examples/subscriber.py"))
+            .args([&address, "npm,pip", "--count", "2"])
+            .env("PYTHONPATH", &generated),
+    );
+    let first = lines.next();
     assert!(first.contains("DECISION_ACTIVE"), "{first}");
     assert!(first.ends_with(&format!("npm={NEXUS}/npm/")), "{first}");
 
@@ -74,9 +59,7 @@ fn python_subscriber_follows_changes() {
             ("pip", &format!("{NEXUS}/pypi/simple/")),
         ]),
     );
-    let second = lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("second answer");
+    let second = lines.next();
     assert!(
         second.contains(&format!("pip={NEXUS}/pypi/simple/")),
         "{second}"
@@ -86,6 +69,6 @@ fn python_subscriber_follows_changes() {
         second.split(' ').next(),
         "a new version"
     );
-    let status = subscriber.wait().unwrap();
+    let status = lines.wait();
     assert!(status.success(), "the subscriber stops after --count 2");
 }

@@ -205,3 +205,68 @@ pub fn env_file(urls: &[(&str, &str)]) -> String {
     }
     content
 }
+
+/// A process whose standard output is read line by line as it comes (a `proxyconf watch`, a
+/// subscriber); killed on drop.
+pub struct LineProcess {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl LineProcess {
+    /// Starts `command` with its standard output piped and its standard error discarded.
+    pub fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line, within 20 s.
+    pub fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line within 20s")
+    }
+
+    /// The next line, parsed as JSON.
+    pub fn next_json(&self) -> serde_json::Value {
+        let line = self.next();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// Whether nothing is printed for `quiet`.
+    pub fn silent_for(&self, quiet: Duration) -> bool {
+        self.lines.recv_timeout(quiet).is_err()
+    }
+
+    /// Waits for the process to exit by itself (at most 30 s).
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit within 30s");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
