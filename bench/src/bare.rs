@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::Path};
 
 use anyhow::Context;
+use futures::StreamExt;
 use prost::Message;
 use proxyconf_proto::v1::{
     GetStatusRequest, Resolution, ResolveRequest, Status, WatchRequest,
@@ -54,9 +55,15 @@ pub async fn serve(listen: SocketAddr, answer: &Path) -> anyhow::Result<()> {
     let answer = Resolution::decode(bytes.as_slice()).context("not an encoded Resolution")?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);
+    // As tonic's own `serve` does: no Nagle delay on small answers.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
     tonic::transport::Server::builder()
         .add_service(ProxyConfigServer::new(BareServer { answer }))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await?;
     Ok(())
 }

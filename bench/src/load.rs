@@ -55,7 +55,8 @@ pub async fn closed_loop(
 
 /// Latency at a fixed rate (open loop): request `i` is due at `start + i / rate`, and its latency
 /// counts from when it was due, so a slow server cannot hide its queueing (no coordinated
-/// omission). Returns the latencies and the achieved rate.
+/// omission). A thread of its own paces the requests, since tokio's timers tick in milliseconds.
+/// Returns the latencies and the achieved rate.
 pub async fn open_loop(
     channels: &[Channel],
     rate: u32,
@@ -63,12 +64,24 @@ pub async fn open_loop(
 ) -> anyhow::Result<(Vec<Duration>, f64)> {
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    let start = tokio::time::Instant::now();
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        for i in 0..total {
+            let due = start + interval.mul_f64(i as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if due_tx.send(due).is_err() {
+                return;
+            }
+        }
+    });
     let mut requests = Vec::with_capacity(total);
-    for i in 0..total {
-        let due = start + interval * u32::try_from(i)?;
-        tokio::time::sleep_until(due).await;
+    let mut i = 0;
+    while let Some(due) = due_rx.recv().await {
         let mut client = ProxyConfigClient::new(channels[i % channels.len()].clone());
+        i += 1;
         requests.push(tokio::spawn(async move {
             client.resolve(ResolveRequest::default()).await?;
             Ok::<_, tonic::Status>(due.elapsed())

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use proxyconf_bench::{bare, costs::CountingAllocator, load, percentiles, suite};
+use proxyconf_bench::{bare, client_runs, costs::CountingAllocator, load, percentiles, suite};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -32,6 +32,11 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         answer: PathBuf,
+    },
+    /// Run a command and print its wall time (ns) and peak RSS (KiB); used for `proxyconf env`.
+    Measure {
+        #[arg(required = true, last = true)]
+        command: Vec<std::ffi::OsString>,
     },
     /// Load a running server (proxyconf-server or the bare one) with unary Resolve calls.
     Unary {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
                 print!("{}", table.markdown());
             }
             Command::BareServer { listen, answer } => bare::serve(listen, &answer).await?,
+            Command::Measure { command } => client_runs::measure(&command)?,
             Command::Unary {
                 server,
                 connections,

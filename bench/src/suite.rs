@@ -200,6 +200,9 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
     real_rps.sort_by(f64::total_cmp);
     bare_rps.sort_by(f64::total_cmp);
     let (real, floor) = (real_rps[real_rps.len() / 2], bare_rps[bare_rps.len() / 2]);
+    let (mut bare_latencies, _) =
+        load::open_loop(&bare_channels, scale.rate, scale.rate_duration).await?;
+    let (bare_p50, bare_p99) = percentiles(&mut bare_latencies);
     let (p50, p99) = percentiles(&mut real_latencies);
     table.add(
         &format!(
@@ -226,21 +229,24 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
     table.add(
         &format!("Resolve latency at {} requests/s (open loop)", scale.rate),
         format!(
-            "p50 {}, p99 {} (achieved {achieved:.0}/s)",
+            "p50 {}, p99 {} (achieved {achieved:.0}/s); bare tonic: p50 {}, p99 {}",
             ms(p50),
-            ms(p99)
+            ms(p99),
+            ms(bare_p50),
+            ms(bare_p99)
         ),
         "p99 ≤ 2 ms",
         Some(p99 <= Duration::from_millis(2)),
     );
 
     // The client as a build step runs it.
-    let (mut times, peak_rss) = client_runs::env_runs(&server.address, scale.client_runs)?;
+    let (mut times, peaks) = client_runs::env_runs(&server.address, scale.client_runs)?;
     let (p50, p99) = percentiles(&mut times);
+    let peak_rss = peaks.iter().copied().max().unwrap_or(0);
     table.add(
         &format!("`proxyconf env` whole process, {} runs", scale.client_runs),
         format!(
-            "median {}, p99 {}, peak RSS {:.1} MiB",
+            "median {}, p99 {}, peak RSS (largest run) {:.1} MiB",
             ms(p50),
             ms(p99),
             peak_rss as f64 / 1024.0

@@ -4,6 +4,7 @@
 //! (`snake_case`) so that JSON printed by the `proxyconf` client reads like the proto.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod contract;
 
 /// Generated messages, client and server of `proxyconf.v1`.

@@ -27,6 +27,7 @@ pub mod tls;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use proxyconf_proto::v1::proxy_config_server::ProxyConfigServer;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -180,7 +181,15 @@ pub async fn run(
             Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {
-            Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped))
+            // tonic sets TCP_NODELAY only on connections it accepts itself. Without it, Nagle's
+            // algorithm meets the client's delayed ACK and a small answer waits 40 ms (measured:
+            // `proxyconf env` took 44 ms).
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                let stream = accepted?;
+                stream.set_nodelay(true)?;
+                Ok::<_, std::io::Error>(stream)
+            });
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };
 

@@ -98,7 +98,8 @@ impl ProxyConfig for ProxyConfigService {
             Err(Error::NotSynced) => Outcome::Unavailable,
             Err(_) => Outcome::InvalidArgument,
         });
-        Ok(Response::new(result?))
+        let answer = result?;
+        Ok(Response::new(Resolution::clone(&answer)))
     }
 
     type WatchStream = WatchStream;
@@ -184,7 +185,7 @@ impl Subscription {
             {
                 self.last_version.clone_from(&resolution.version);
                 self._counted.0.watch_messages.inc();
-                return Some((Ok(resolution), self));
+                return Some((Ok(Resolution::clone(&resolution)), self));
             }
             let expires = self.expires;
             tokio::select! {

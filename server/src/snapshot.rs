@@ -4,7 +4,11 @@
 //! A snapshot is built once per source event and shared (`Arc`) by every request and stream;
 //! requests only read it.
 
-use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use prost::Message;
 use proxyconf_proto::v1::{
@@ -35,6 +39,48 @@ pub struct Snapshot {
     pub last_seen: Option<SystemTime>,
     /// Set while the source fails: the last good state is served meanwhile.
     pub failure: Option<SourceFailure>,
+    /// Answers already computed from this snapshot, by request: every request and Watch
+    /// subscriber with the same scope shares one (computed, versioned) answer.
+    pub answers: Arc<AnswerCache>,
+}
+
+/// Answers computed from one snapshot, bounded so that many distinct scopes over a huge
+/// ConfigMap cannot hold much memory (beyond the bounds, answers are computed per request).
+#[derive(Debug, Default)]
+pub struct AnswerCache {
+    entries: Mutex<(HashMap<Scope, Arc<Resolution>>, usize)>,
+}
+
+impl AnswerCache {
+    /// Most distinct scopes kept.
+    const MAX_ENTRIES: usize = 64;
+    /// Most encoded bytes kept.
+    const MAX_BYTES: usize = 8 * 1024 * 1024;
+
+    fn get_or_insert(
+        &self,
+        scope: &Scope,
+        compute: impl FnOnce() -> Resolution,
+    ) -> Arc<Resolution> {
+        // A poisoned lock only means a panic elsewhere; the map is still consistent.
+        let lock = || {
+            self.entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(answer) = lock().0.get(scope) {
+            return answer.clone();
+        }
+        let answer = Arc::new(compute());
+        let size = answer.encoded_len();
+        let mut entries = lock();
+        let (map, bytes) = &mut *entries;
+        if map.len() < Self::MAX_ENTRIES && *bytes + size <= Self::MAX_BYTES {
+            *bytes += size;
+            map.entry(scope.clone()).or_insert_with(|| answer.clone());
+        }
+        answer
+    }
 }
 
 /// A failing source.
@@ -58,6 +104,7 @@ impl Snapshot {
             last_change: None,
             last_seen: None,
             failure: None,
+            answers: Arc::default(),
         }
     }
 
@@ -66,9 +113,17 @@ impl Snapshot {
         self.resolved.is_some()
     }
 
-    /// The resolution for `scope`, or `None` while not synced.
-    pub fn resolution(&self, scope: &Scope) -> Option<Resolution> {
+    /// The resolution for `scope`, or `None` while not synced. Computed once per snapshot and
+    /// scope, then shared.
+    pub fn resolution(&self, scope: &Scope) -> Option<Arc<Resolution>> {
         let resolved = self.resolved.as_deref()?;
+        Some(
+            self.answers
+                .get_or_insert(scope, || self.compute_resolution(resolved, scope)),
+        )
+    }
+
+    fn compute_resolution(&self, resolved: &Resolved, scope: &Scope) -> Resolution {
         let decision = if !resolved.allowed {
             Decision::AdministratorOff
         } else if !scope.enable {
@@ -127,7 +182,7 @@ impl Snapshot {
         if let Some(source) = resolution.source.as_mut() {
             source.resource_version = self.resource_version.clone().unwrap_or_default();
         }
-        Some(resolution)
+        resolution
     }
 
     /// The server's status, as `GetStatus` reports it.
@@ -250,7 +305,7 @@ fn content_version(encoded: &[u8]) -> String {
 }
 
 /// What one request asks for, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     /// The user's `enable-package-registry-proxy`.
     pub enable: bool,

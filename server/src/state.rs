@@ -130,6 +130,7 @@ pub fn apply(current: &Snapshot, event: SourceEvent, now: SystemTime) -> Snapsho
                 },
                 last_seen: Some(now),
                 failure: None,
+                answers: Arc::default(),
             }
         }
         SourceEvent::Failed(error) => {

@@ -164,6 +164,10 @@ pub fn incoming(
             if tx.is_closed() {
                 return; // The server stopped.
             }
+            // Small answers must not wait for Nagle's algorithm (see lib.rs).
+            if let Err(error) = tcp.set_nodelay(true) {
+                debug!(%peer, %error, "cannot set TCP_NODELAY");
+            }
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = TlsAcceptor::from(config).accept(tcp);
