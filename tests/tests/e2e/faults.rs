@@ -123,6 +123,8 @@ fn garbage_on_the_grpc_port_leaves_the_server_unaffected() {
 /// A server that answers what a compromised or buggy one might.
 struct HostileServer {
     env: Vec<(&'static str, &'static str)>,
+    /// Padding added to the answer's URL, to make it huge.
+    padding: usize,
 }
 
 #[tonic::async_trait]
@@ -137,7 +139,7 @@ impl ProxyConfig for HostileServer {
             decision: proxyconf_proto::v1::Decision::Active.into(),
             package_managers: vec![PackageManager {
                 name: "npm".into(),
-                url: "https://evil.example/".into(),
+                url: format!("https://evil.example/{}", "a".repeat(self.padding)),
                 env: self
                     .env
                     .iter()
@@ -185,7 +187,10 @@ fn an_answer_exporting_path_or_ld_preload_is_refused() {
         let address = listener.local_addr().unwrap();
         runtime.spawn(
             tonic::transport::Server::builder()
-                .add_service(ProxyConfigServer::new(HostileServer { env: env.clone() }))
+                .add_service(ProxyConfigServer::new(HostileServer {
+                    env: env.clone(),
+                    padding: 0,
+                }))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let out =
@@ -207,4 +212,33 @@ fn an_answer_exporting_path_or_ld_preload_is_refused() {
         ]));
         assert_eq!(exec.status.code(), Some(1), "exec refuses too");
     }
+}
+
+#[test]
+fn an_oversized_answer_is_refused() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                ProxyConfigServer::new(HostileServer {
+                    env: vec![("HERMETO_NPM__PROXY_URL", "https://evil.example/")],
+                    padding: 20 * 1024 * 1024,
+                })
+                .max_encoding_message_size(usize::MAX),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let out =
+        run(Command::new(binary("proxyconf")).args(["env", "--server", &address.to_string()]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("message length too large"),
+        "{}",
+        stderr(&out)
+    );
 }
