@@ -6,8 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proxyconf_proto::{
-    contract::is_hermeto_variable_name,
-    v1::{CacheProxy, Decision, EnvVar, Problem, Resolution},
+    contract::{
+        ALLOW_CACHE_PROXY_KEY, ALLOW_PACKAGE_REGISTRY_PROXY_KEY, hermeto_variable,
+        is_hermeto_variable_name, is_valid_package_manager_name,
+    },
+    v1::{CacheProxy, CacheProxyDecision, Decision, EnvVar, Problem, Resolution},
 };
 
 use crate::exit::Failure;
@@ -18,14 +21,26 @@ pub type Variables = BTreeMap<String, String>;
 /// The only variables the cache proxy section may set.
 pub const CACHE_PROXY_VARIABLES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"];
 
-/// The variables of `resolution` for a build using `scope` (all package managers when `None`),
-/// with the cache proxy's when `cache_proxy` was requested.
-pub fn variables(
-    resolution: &Resolution,
-    scope: Option<&BTreeSet<String>>,
-    cache_proxy: bool,
-) -> Result<Variables, Failure> {
-    let mut variables = package_registry_variables(resolution, scope)?;
+/// What the build asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted<'a> {
+    /// The pipeline's `enable-package-registry-proxy`.
+    pub package_registry_proxy: bool,
+    /// Only these package managers; `None` for all.
+    pub scope: Option<&'a BTreeSet<String>>,
+    /// The pipeline's `enable-cache-proxy`.
+    pub cache_proxy: bool,
+}
+
+/// The variables of `resolution` for a build that asked for `wanted`.
+pub fn variables(resolution: &Resolution, wanted: &Wanted<'_>) -> Result<Variables, Failure> {
+    let mut variables = if wanted.package_registry_proxy {
+        package_registry_variables(resolution, wanted.scope)?
+    } else {
+        // The build opted out (ADR 0064 gives it that right): nothing to export, nothing to fail.
+        Variables::new()
+    };
+    let cache_proxy = wanted.cache_proxy;
     if cache_proxy {
         let section = resolution.cache_proxy.as_ref().ok_or_else(|| {
             Failure::Other(
@@ -41,14 +56,22 @@ pub fn variables(
     Ok(variables)
 }
 
-/// The cache proxy's variables; fails closed on its problems, since the build asked for it.
+/// The cache proxy's variables. The build asked for it, so it fails closed when the settings are
+/// invalid or the administrator's switch is unreadable; problems with values the administrator
+/// does not use (the cache proxy switched off) do not block.
 fn cache_proxy_variables(section: &CacheProxy) -> Result<Variables, Failure> {
-    if !section.problems.is_empty() {
-        let problems: Vec<&Problem> = section.problems.iter().collect();
+    let blocking: Vec<&Problem> = section
+        .problems
+        .iter()
+        .filter(|p| {
+            section.decision() == CacheProxyDecision::Invalid || p.key == ALLOW_CACHE_PROXY_KEY
+        })
+        .collect();
+    if !blocking.is_empty() {
         return Err(Failure::Misconfigured(format!(
             "the OCI cache proxy configuration is invalid: {}. Ask the cluster administrator to \
              fix the ConfigMap konflux-info/cluster-config, or set enable-cache-proxy to false",
-            describe(&problems)
+            describe(&blocking)
         )));
     }
     let mut variables = Variables::new();
@@ -74,13 +97,17 @@ fn package_registry_variables(
     if decision == Decision::UserOptedOut {
         return Ok(Variables::new());
     }
-    // A problem with a global key (the administrator's switch) means nobody can tell whether the
-    // proxy should apply: fail rather than silently build without it.
+    // An unreadable administrator's switch means nobody can tell whether the proxy should apply:
+    // fail rather than silently build without it. Other problems block only when the proxy
+    // applies: those of the package managers in scope, and those that cannot be attributed to a
+    // package manager (a misspelt key might be this build's).
     let blocking: Vec<&Problem> = resolution
         .problems
         .iter()
         .filter(|p| {
-            p.package_manager.is_empty() || (resolution.active && in_scope(&p.package_manager))
+            p.key == ALLOW_PACKAGE_REGISTRY_PROXY_KEY
+                || (resolution.active
+                    && (p.package_manager.is_empty() || in_scope(&p.package_manager)))
         })
         .collect();
     if !blocking.is_empty() {
@@ -95,8 +122,13 @@ fn package_registry_variables(
         .iter()
         .filter(|p| in_scope(&p.name))
     {
+        // Exactly the variable the contract names for this package manager, or none for
+        // gomod-sum: a server cannot route one package manager's variable through another.
+        let expected = is_valid_package_manager_name(&pm.name)
+            .then(|| hermeto_variable(&pm.name))
+            .flatten();
         for var in &pm.env {
-            if !is_hermeto_variable_name(&var.name) {
+            if !is_hermeto_variable_name(&var.name) || expected.as_deref() != Some(&var.name) {
                 return Err(refuse(&var.name));
             }
             insert(&mut variables, var.name.clone(), var.value.clone())?;
@@ -154,6 +186,28 @@ mod tests {
 
     use super::*;
 
+    fn all() -> Wanted<'static> {
+        Wanted {
+            package_registry_proxy: true,
+            scope: None,
+            cache_proxy: false,
+        }
+    }
+
+    fn with_cache() -> Wanted<'static> {
+        Wanted {
+            cache_proxy: true,
+            ..all()
+        }
+    }
+
+    fn opted_out() -> Wanted<'static> {
+        Wanted {
+            package_registry_proxy: false,
+            ..all()
+        }
+    }
+
     fn pm(name: &str, var: Option<&str>) -> PackageManager {
         PackageManager {
             name: name.into(),
@@ -198,7 +252,7 @@ mod tests {
             ],
             vec![],
         );
-        let vars = variables(&r, None, false).unwrap();
+        let vars = variables(&r, &all()).unwrap();
         assert_eq!(vars.len(), 1);
         assert_eq!(vars["HERMETO_NPM__PROXY_URL"], "https://nexus/npm/");
     }
@@ -207,7 +261,7 @@ mod tests {
     fn hostile_names_are_refused() {
         for name in ["PATH", "LD_PRELOAD", "HERMETO_X;rm", "BASH_ENV"] {
             let r = answer(Decision::Active, vec![pm("npm", Some(name))], vec![]);
-            let err = variables(&r, None, false).unwrap_err();
+            let err = variables(&r, &all()).unwrap_err();
             assert!(matches!(err, Failure::Other(_)), "{name}");
             assert!(err.to_string().contains("refusing"), "{err}");
         }
@@ -224,10 +278,17 @@ mod tests {
             vec![problem("package-registry-proxy-cargo-url", "cargo")],
         );
         let scope: BTreeSet<String> = ["pip".to_owned()].into();
-        let vars = variables(&r, Some(&scope), false).unwrap();
+        let vars = variables(
+            &r,
+            &Wanted {
+                scope: Some(&scope),
+                ..all()
+            },
+        )
+        .unwrap();
         assert_eq!(vars.keys().collect::<Vec<_>>(), ["HERMETO_PIP__PROXY_URL"]);
         assert!(matches!(
-            variables(&r, None, false),
+            variables(&r, &all()),
             Err(Failure::Misconfigured(_))
         ));
     }
@@ -260,51 +321,107 @@ mod tests {
             ],
             vec![],
         ));
-        assert!(variables(&r, None, false).unwrap().is_empty());
-        let vars = variables(&r, None, true).unwrap();
+        assert!(variables(&r, &all()).unwrap().is_empty());
+        let vars = variables(&r, &with_cache()).unwrap();
         assert_eq!(
             vars.keys().collect::<Vec<_>>(),
             ["HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"]
         );
 
         r.cache_proxy = Some(cache(true, &[("LD_PRELOAD", "/evil.so")], vec![]));
-        assert!(matches!(variables(&r, None, true), Err(Failure::Other(_))));
+        assert!(matches!(
+            variables(&r, &with_cache()),
+            Err(Failure::Other(_))
+        ));
         r.cache_proxy = Some(cache(true, &[("HERMETO_NPM__PROXY_URL", "x")], vec![]));
-        assert!(matches!(variables(&r, None, true), Err(Failure::Other(_))));
+        assert!(matches!(
+            variables(&r, &with_cache()),
+            Err(Failure::Other(_))
+        ));
 
-        r.cache_proxy = Some(cache(false, &[], vec![problem("http-proxy", "")]));
-        let err = variables(&r, None, true).unwrap_err();
+        let mut invalid = cache(false, &[], vec![problem("http-proxy", "")]);
+        invalid.decision = CacheProxyDecision::Invalid.into();
+        r.cache_proxy = Some(invalid);
+        let err = variables(&r, &with_cache()).unwrap_err();
         assert!(matches!(err, Failure::Misconfigured(_)));
         assert!(err.to_string().contains("http-proxy"), "{err}");
-        assert!(
-            variables(&r, None, false).is_ok(),
-            "not asked: not blocking"
-        );
+        assert!(variables(&r, &all()).is_ok(), "not asked: not blocking");
+
+        // Values the administrator does not use block nobody; an unreadable switch does.
+        let mut off = cache(false, &[], vec![problem("http-proxy", "")]);
+        off.decision = CacheProxyDecision::AdministratorOff.into();
+        r.cache_proxy = Some(off.clone());
+        assert!(variables(&r, &with_cache()).unwrap().is_empty());
+        off.problems = vec![problem("allow-cache-proxy", "")];
+        r.cache_proxy = Some(off);
+        assert!(matches!(
+            variables(&r, &with_cache()),
+            Err(Failure::Misconfigured(_))
+        ));
 
         r.cache_proxy = None;
-        assert!(matches!(variables(&r, None, true), Err(Failure::Other(_))));
+        assert!(matches!(
+            variables(&r, &with_cache()),
+            Err(Failure::Other(_))
+        ));
+    }
+
+    #[test]
+    fn each_package_manager_gets_only_its_own_variable() {
+        let swapped = answer(
+            Decision::Active,
+            vec![pm("pip", Some("HERMETO_GOMOD__PROXY_URL"))],
+            vec![],
+        );
+        assert!(matches!(
+            variables(&swapped, &all()),
+            Err(Failure::Other(_))
+        ));
+        let gosum = answer(
+            Decision::Active,
+            vec![pm("gomod-sum", Some("HERMETO_GOMOD_SUM__PROXY_URL"))],
+            vec![],
+        );
+        assert!(matches!(variables(&gosum, &all()), Err(Failure::Other(_))));
+        let future = answer(
+            Decision::Active,
+            vec![pm("conda-forge", Some("HERMETO_CONDA_FORGE__PROXY_URL"))],
+            vec![],
+        );
+        assert_eq!(variables(&future, &all()).unwrap().len(), 1);
     }
 
     #[test]
     fn problems_fail_closed_only_when_they_apply() {
         let bad_npm = problem("package-registry-proxy-npm-url", "npm");
         let active = answer(Decision::Active, vec![], vec![bad_npm.clone()]);
-        let err = variables(&active, None, false).unwrap_err();
+        let err = variables(&active, &all()).unwrap_err();
         assert!(matches!(err, Failure::Misconfigured(_)));
         assert!(err.to_string().contains("package-registry-proxy-npm-url"));
 
         let off = answer(Decision::AdministratorOff, vec![], vec![bad_npm.clone()]);
-        assert!(variables(&off, None, false).unwrap().is_empty());
-        let opted_out = answer(Decision::UserOptedOut, vec![], vec![bad_npm]);
-        assert!(variables(&opted_out, None, false).unwrap().is_empty());
+        assert!(variables(&off, &all()).unwrap().is_empty());
+        let opted_out_answer = answer(Decision::UserOptedOut, vec![], vec![bad_npm]);
+        assert!(variables(&opted_out_answer, &all()).unwrap().is_empty());
 
         let bad_switch = problem("allow-package-registry-proxy", "");
         let off = answer(Decision::AdministratorOff, vec![], vec![bad_switch.clone()]);
         assert!(matches!(
-            variables(&off, None, false),
+            variables(&off, &all()),
             Err(Failure::Misconfigured(_))
         ));
-        let opted_out = answer(Decision::UserOptedOut, vec![], vec![bad_switch]);
-        assert!(variables(&opted_out, None, false).unwrap().is_empty());
+        // The server answers ADMINISTRATOR_OFF whatever the request; a build that opted out is
+        // never blocked.
+        assert!(variables(&off, &opted_out()).unwrap().is_empty());
+
+        // A key that names no valid package manager blocks only while the proxy applies.
+        let misspelt = problem("package-registry-proxy-NPM-url", "");
+        let off = answer(Decision::AdministratorOff, vec![], vec![misspelt.clone()]);
+        assert!(variables(&off, &all()).unwrap().is_empty());
+        let active = answer(Decision::Active, vec![], vec![misspelt]);
+        assert!(matches!(
+            variables(&active, &all()),
+            Err(Failure::Misconfigured(_))
+        ));
     }
 }

@@ -139,7 +139,12 @@ async fn fetch_variables(
         }
     };
     let cache_proxy = selection.request.enable_cache_proxy;
-    let variables = exports::variables(&resolution, scope.as_ref(), cache_proxy)?;
+    let wanted = exports::Wanted {
+        package_registry_proxy: selection.request.enable_package_registry_proxy,
+        scope: scope.as_ref(),
+        cache_proxy,
+    };
+    let variables = exports::variables(&resolution, &wanted)?;
     if !selection.quiet {
         eprintln!("proxyconf: {}", summary(&resolution, &variables));
         if let Some(section) = resolution.cache_proxy.as_ref().filter(|_| cache_proxy) {
@@ -213,6 +218,9 @@ fn exec(command: &[OsString], variables: &Variables) -> Failure {
     )
 }
 
+/// The pause before reconnecting a Watch that ended without an error.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
 /// Follows the answer, printing each new version once as a JSON line. Reconnects when the stream
 /// breaks, resuming from the last printed version; gives up when the server stays unreachable for
 /// the whole `timeout`.
@@ -248,7 +256,13 @@ async fn watch(
                     write_stdout(format!("{}\n", to_json(&resolution)?).as_bytes())?;
                     last_version = resolution.version;
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // A server ends streams with a status; a plain end is a proxy in between or
+                    // a bug. Pause before reconnecting, so that it cannot become a busy loop.
+                    eprintln!("proxyconf: watch ended by the server; reconnecting");
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    break;
+                }
                 Err(status) => {
                     let error = CallError::Status(status);
                     if !error.is_retryable() {

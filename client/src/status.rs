@@ -90,9 +90,15 @@ pub fn render(status: &Status, now: SystemTime) -> String {
     out
 }
 
+/// Year 9999: beyond it, RFC 3339 has no representation (and humantime would panic).
+const LATEST_PRINTABLE_MS: u64 = 253_402_300_799_000;
+
 fn when(unix_ms: u64, now: SystemTime) -> String {
     if unix_ms == 0 {
         return "never".to_owned();
+    }
+    if unix_ms > LATEST_PRINTABLE_MS {
+        return format!("invalid time ({unix_ms} ms after 1970)");
     }
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(unix_ms);
     let ago = now.duration_since(at).unwrap_or_default();
@@ -154,5 +160,12 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn absurd_times_are_shown_not_panicked_on() {
+        let now = SystemTime::UNIX_EPOCH;
+        assert!(when(u64::MAX, now).starts_with("invalid time"));
+        assert_eq!(when(0, now), "never");
     }
 }

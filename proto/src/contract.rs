@@ -1,6 +1,12 @@
 //! Rules of the API contract that the server and the client must apply identically: how booleans
 //! are spelled, what a package manager name is, and which variable names may be exported.
 
+/// The administrator's switch of the package registry proxy (ADR 0064). Missing or empty: false.
+pub const ALLOW_PACKAGE_REGISTRY_PROXY_KEY: &str = "allow-package-registry-proxy";
+
+/// The administrator's switch of the OCI cache proxy (ADR 0057). Missing or empty: allowed.
+pub const ALLOW_CACHE_PROXY_KEY: &str = "allow-cache-proxy";
+
 /// Parses a boolean exactly like Go's `strconv.ParseBool` (what the incumbent uses, and how
 /// Tekton parameters are usually spelled): `1 t T TRUE true True` are true, `0 f F FALSE false
 /// False` are false, anything else (including surrounding whitespace) is `None`.
@@ -26,6 +32,29 @@ pub fn is_valid_package_manager_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// The package manager whose URL Hermeto has no setting for (the Go checksum database, ADR 0064).
+/// It is resolved and served, but never exported: Hermeto's config model forbids unknown fields.
+pub const GOMOD_SUM: &str = "gomod-sum";
+
+/// The Hermeto variable that carries the proxy URL of package manager `name`, or `None` for
+/// `gomod-sum`. Hermeto reads `HERMETO_` + section + `__` + field, so `npm` is
+/// `HERMETO_NPM__PROXY_URL`; a package manager Hermeto adds later gets the same conventional name.
+/// `name` must satisfy [`is_valid_package_manager_name`]. The server names variables with it and
+/// the client accepts exactly the names it gives.
+pub fn hermeto_variable(name: &str) -> Option<String> {
+    if name == GOMOD_SUM {
+        return None;
+    }
+    let section: String = name
+        .chars()
+        .map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    Some(format!("HERMETO_{section}__PROXY_URL"))
 }
 
 /// Whether a package registry proxy variable may be exported under `name`: `HERMETO_[A-Z0-9_]+`.

@@ -190,8 +190,11 @@ impl Subscription {
             let expires = self.expires;
             tokio::select! {
                 changed = self.snapshots.changed() => {
-                    // The sender is gone only when the server stops.
-                    changed.ok()?;
+                    // The sender is gone only when the server stops: say so, so that the
+                    // client reconnects elsewhere instead of taking it for a normal end.
+                    if changed.is_err() {
+                        return self.end(SHUTTING_DOWN);
+                    }
                 }
                 changed = self.draining.changed() => {
                     if changed.is_err() {

@@ -11,7 +11,7 @@ use proxyconf_proto::contract::parse_go_bool;
 use super::{Problem, ProblemCode, proxy_url::redact};
 
 /// The administrator's switch. Missing or empty means allowed.
-pub const ALLOW_KEY: &str = "allow-cache-proxy";
+pub const ALLOW_KEY: &str = proxyconf_proto::contract::ALLOW_CACHE_PROXY_KEY;
 /// The proxy, `host:port` or an `http(s)://` URL. Missing or empty: the server's default.
 pub const HTTP_PROXY_KEY: &str = "http-proxy";
 /// Hosts, domains and CIDRs that bypass the proxy, comma-separated. Missing or empty: the
@@ -146,6 +146,9 @@ pub fn validate_proxy(value: &str) -> Result<(), String> {
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("contains whitespace or control characters; remove them".into());
+    }
+    if value.contains('\\') {
+        return Err("contains a backslash, which URL parsers read differently".into());
     }
     if value.contains('@') {
         return Err(

@@ -59,7 +59,10 @@ impl HostPattern {
         let (host, port) = if pattern.starts_with('[') {
             match pattern.split_once(']') {
                 Some((v6, "")) => (&pattern[..=v6.len()], None),
-                Some((v6, rest)) => (&pattern[..=v6.len()], rest.strip_prefix(':')),
+                Some((v6, rest)) => match rest.strip_prefix(':') {
+                    Some(port) => (&pattern[..=v6.len()], Some(port)),
+                    None => return invalid("only ':port' may follow an IPv6 address"),
+                },
                 None => return invalid("an IPv6 address needs its closing ']'"),
             }
         } else {
@@ -78,14 +81,11 @@ impl HostPattern {
         }
         let host = host.to_ascii_lowercase();
         let labels: Vec<String> = if host.starts_with('[') {
-            if !host.ends_with(']')
-                || host[1..host.len() - 1]
-                    .parse::<std::net::Ipv6Addr>()
-                    .is_err()
-            {
-                return invalid("a bracketed host must be an IPv6 address");
+            // Canonical form (RFC 5952), as the url crate prints the hosts it is compared with.
+            match host[1..host.len() - 1].parse::<std::net::Ipv6Addr>() {
+                Ok(address) if host.ends_with(']') => vec![format!("[{address}]")],
+                _ => return invalid("a bracketed host must be an IPv6 address"),
             }
-            vec![host]
         } else {
             host.split('.').map(str::to_owned).collect()
         };
@@ -216,6 +216,7 @@ mod tests {
             ("10.0.0.*", "10.0.1.12", Some(80), false),
             ("[fd00::1]:8443", "[fd00::1]", Some(8443), true),
             ("[fd00::1]", "[fd00::2]", Some(8443), false),
+            ("[fd00:0:0::1]:8443", "[fd00::1]", Some(8443), true),
             (
                 "a.example.org,*.svc.cluster.local",
                 "x.svc.cluster.local",
@@ -244,6 +245,7 @@ mod tests {
             "a/b",
             "[zz]",
             "a b",
+            "[fd00::1]8443",
         ] {
             assert!(HostAllowlist::parse(bad).is_err(), "{bad:?}");
         }

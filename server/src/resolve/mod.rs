@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use proxyconf_proto::contract::parse_go_bool;
 
 /// The administrator's switch (ADR 0064). Missing or empty means false.
-pub const ALLOW_KEY: &str = "allow-package-registry-proxy";
+pub const ALLOW_KEY: &str = proxyconf_proto::contract::ALLOW_PACKAGE_REGISTRY_PROXY_KEY;
 
 const URL_KEY_PREFIX: &str = "package-registry-proxy-";
 const URL_KEY_SUFFIX: &str = "-url";

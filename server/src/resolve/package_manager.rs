@@ -1,29 +1,8 @@
 //! Package manager names and the Hermeto variable each one is exported as (SPEC §2).
 
-/// The package manager whose URL Hermeto has no setting for (the Go checksum database, ADR 0064).
-/// It is resolved and served, but never exported: Hermeto's config model forbids unknown fields.
-pub const GOMOD_SUM: &str = "gomod-sum";
-
-pub use proxyconf_proto::contract::is_valid_package_manager_name as is_valid_name;
-
-/// The Hermeto variable that carries the proxy URL of `name`, or `None` for `gomod-sum`.
-///
-/// Hermeto reads `HERMETO_` + section + `__` + field, so `npm` is `HERMETO_NPM__PROXY_URL`. A
-/// package manager Hermeto adds later gets the same conventional name with no change here.
-/// `name` must satisfy [`is_valid_name`].
-pub fn hermeto_variable(name: &str) -> Option<String> {
-    if name == GOMOD_SUM {
-        return None;
-    }
-    let section: String = name
-        .chars()
-        .map(|c| match c {
-            '-' => '_',
-            c => c.to_ascii_uppercase(),
-        })
-        .collect();
-    Some(format!("HERMETO_{section}__PROXY_URL"))
-}
+pub use proxyconf_proto::contract::{
+    GOMOD_SUM, hermeto_variable, is_valid_package_manager_name as is_valid_name,
+};
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,9 @@ pub enum UrlRejection {
     Fragment,
     GoproxyList,
     Malformed(url::ParseError),
+    /// A backslash: URL parsers disagree on it (WHATWG reads `/`, Python's urllib does not), so
+    /// the host Hermeto contacts could differ from the one checked here.
+    Backslash,
     /// Valid, but its host is not in the operator's allowlist (shown).
     HostNotAllowed(String),
 }
@@ -50,6 +53,9 @@ impl fmt::Display for UrlRejection {
                  'direct' and bypass the policy proxy)",
             ),
             Self::Malformed(e) => write!(f, "malformed URL: {e}"),
+            Self::Backslash => f.write_str(
+                "URL contains a backslash, which URL parsers read differently; use '/' or %5C",
+            ),
             Self::HostNotAllowed(list) => write!(
                 f,
                 "the host is not in the server's --allowed-proxy-hosts ({list})"
@@ -120,6 +126,9 @@ fn check_shape<'a>(
     if package_manager == "gomod" && value.contains([',', '|']) {
         return Err(UrlRejection::GoproxyList);
     }
+    if value.contains('\\') {
+        return Err(UrlRejection::Backslash);
+    }
     // The url crate is lenient with special schemes (`http:host` and `http:///host` both parse
     // with host `host`), so the shape `scheme://authority` is checked on the raw value too.
     let (https, rest) = match strip_prefix_ignore_case(value, "https://") {
@@ -129,7 +138,7 @@ fn check_shape<'a>(
             strip_prefix_ignore_case(value, "http://").ok_or(UrlRejection::NotHttp)?,
         ),
     };
-    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, rest) = rest.split_at(end);
     if authority.contains('@') {
         return Err(UrlRejection::UserInfo);
@@ -236,7 +245,8 @@ const MAX_SHOWN_LEN: usize = 200;
 pub fn redact(value: &str) -> String {
     let shown = match value.rfind('@') {
         Some(at) => {
-            let start = value.find("://").map_or(0, |i| i + 3).min(at);
+            // Only a `://` before the credentials ends a scheme; one after them is in a path.
+            let start = value[..at].find("://").map_or(0, |i| i + 3);
             format!("{}***{}", &value[..start], &value[at..])
         }
         None => value.to_owned(),
@@ -336,6 +346,12 @@ mod tests {
             ),
             ("npm", "https://nexus/npm/#frag", UrlRejection::Fragment),
             ("npm", "https://nexus/npm/#", UrlRejection::Fragment),
+            (
+                "npm",
+                "https://nexus.svc.cluster.local\\@evil.example/npm/",
+                UrlRejection::Backslash,
+            ),
+            ("npm", "https://nexus/npm\\x", UrlRejection::Backslash),
             ("npm", &long, UrlRejection::TooLong { len: long.len() }),
             (
                 "gomod",
@@ -376,6 +392,10 @@ mod tests {
         );
         assert_eq!(redact("user:s3cret@nexus"), "***@nexus");
         assert_eq!(redact("https://a@b@nexus/"), "https://***@nexus/");
+        assert_eq!(
+            redact("user:s3cret@nexus/npm/?r=https://x"),
+            "***@nexus/npm/?r=https://x"
+        );
         assert_eq!(redact("https://nexus/npm/"), "https://nexus/npm/");
         assert_eq!(redact("https://nexus/\n"), "https://nexus/\\n");
         let long = "x".repeat(5000);

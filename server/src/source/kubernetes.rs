@@ -105,6 +105,7 @@ pub fn follow(client: Client, options: KubernetesSourceOptions) -> Source {
     tokio::spawn(async move {
         let mut watcher = Watcher {
             api,
+            backoff: Backoff::new(options.backoff),
             options,
             tx,
             failing: false,
@@ -131,6 +132,8 @@ struct Watcher {
     state: Option<ConfigMapState>,
     /// Where the next watch starts.
     resource_version: String,
+    /// Pauses between retries; reset whenever the API server answers.
+    backoff: Backoff,
 }
 
 /// What ended a watch.
@@ -148,16 +151,15 @@ struct Gone;
 
 impl Watcher {
     async fn run(&mut self) {
-        let mut backoff = Backoff::new(self.options.backoff);
         loop {
             if let Err(error) = self.list().await {
                 if self.fail(error).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(self.backoff.next()).await;
                 continue;
             }
-            backoff.reset();
+            self.backoff.reset();
             loop {
                 match self.watch().await {
                     Ok(WatchEnd::Closed) => continue,
@@ -169,7 +171,7 @@ impl Watcher {
                         if self.fail(error).await.is_err() {
                             return;
                         }
-                        tokio::time::sleep(backoff.next()).await;
+                        tokio::time::sleep(self.backoff.next()).await;
                     }
                     Err(Gone) => return,
                 }
@@ -255,6 +257,7 @@ impl Watcher {
             Ok(Err(e)) => return Ok(WatchEnd::Failed(self.error("watch", e))),
             Ok(Ok(stream)) => stream,
         };
+        self.backoff.reset();
         if self.failing {
             // The API server answers again: what is served is current again.
             let state = self.state.clone().unwrap_or(ConfigMapState::Missing);
