@@ -291,3 +291,22 @@ fn tekton_init_task_emits_the_cache_proxy_results() {
         assert!(args.contains(&want), "{want} in {args:?}");
     }
 }
+
+#[test]
+fn containerfile_copies_every_workspace_member() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members_line = manifest
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .expect("a members line");
+    let containerfile = std::fs::read_to_string(root.join("deploy/Containerfile")).unwrap();
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    assert!(members.len() >= 4, "{members:?}");
+    for member in members {
+        assert!(
+            containerfile.contains(&format!("COPY {member} {member}")),
+            "deploy/Containerfile does not copy workspace member {member}"
+        );
+    }
+}
