@@ -47,14 +47,14 @@ pub fn hermeto_variable(name: &str) -> Option<String> {
     if name == GOMOD_SUM {
         return None;
     }
-    let section: String = name
-        .chars()
-        .map(|c| match c {
-            '-' => '_',
-            c => c.to_ascii_uppercase(),
-        })
-        .collect();
-    Some(format!("HERMETO_{section}__PROXY_URL"))
+    let mut variable = String::with_capacity(name.len() + "HERMETO___PROXY_URL".len());
+    variable.push_str("HERMETO_");
+    variable.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    variable.push_str("__PROXY_URL");
+    Some(variable)
 }
 
 /// Whether a package registry proxy variable may be exported under `name`: `HERMETO_[A-Z0-9_]+`.

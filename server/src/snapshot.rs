@@ -135,10 +135,10 @@ impl Snapshot {
         let package_managers = if active {
             resolved
                 .package_managers
-                .values()
-                .filter(|p| scope.includes(&p.name))
-                .map(|p| pb::PackageManager {
-                    name: p.name.clone(),
+                .iter()
+                .filter(|(name, _)| scope.includes(name))
+                .map(|(name, p)| pb::PackageManager {
+                    name: name.clone(),
                     url: p.url.clone(),
                     env: p
                         .hermeto_variable

@@ -32,7 +32,7 @@ pub struct Policy {
 pub struct Resolved {
     /// `allow-package-registry-proxy` parsed; false when missing, empty or invalid.
     pub allowed: bool,
-    /// Every package manager with a valid URL, by name.
+    /// Every package manager with a valid URL, by name (the `<pm>` of its key).
     pub package_managers: BTreeMap<String, PackageManagerSetting>,
     /// Every rejected package registry proxy value, sorted by key.
     pub problems: Vec<Problem>,
@@ -40,11 +40,9 @@ pub struct Resolved {
     pub cache_proxy: cache_proxy::CacheProxy,
 }
 
-/// A package manager routed through the proxy.
+/// A package manager routed through the proxy (its name is the key it is stored under).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageManagerSetting {
-    /// The `<pm>` of `package-registry-proxy-<pm>-url`.
-    pub name: String,
     /// The validated URL, as configured.
     pub url: String,
     /// The Hermeto variable to export it as; `None` for `gomod-sum`.
@@ -100,6 +98,8 @@ pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
         }
     }
 
+    // Collected, then built in one go: keys arrive almost sorted, which a bulk build exploits.
+    let mut settings = Vec::new();
     for (key, value) in data {
         let Some(name) = key
             .strip_prefix(URL_KEY_PREFIX)
@@ -131,16 +131,13 @@ pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
                 _ => Ok(()),
             });
         match checked {
-            Ok(()) => {
-                resolved.package_managers.insert(
-                    name.to_owned(),
-                    PackageManagerSetting {
-                        name: name.to_owned(),
-                        url: value.clone(),
-                        hermeto_variable: package_manager::hermeto_variable(name),
-                    },
-                );
-            }
+            Ok(()) => settings.push((
+                name.to_owned(),
+                PackageManagerSetting {
+                    url: value.clone(),
+                    hermeto_variable: package_manager::hermeto_variable(name),
+                },
+            )),
             Err(rejection) => resolved.problems.push(Problem {
                 key: key.clone(),
                 value: proxy_url::redact(value),
@@ -153,6 +150,7 @@ pub fn resolve(data: &BTreeMap<String, String>, policy: &Policy) -> Resolved {
             }),
         }
     }
+    resolved.package_managers = settings.into_iter().collect();
     resolved.problems.sort_by(|a, b| a.key.cmp(&b.key));
     resolved
 }

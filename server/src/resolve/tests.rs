@@ -31,8 +31,8 @@ const NEXUS: &str = "https://artifact-registry-proxy.caching.svc.cluster.local/r
 
 fn exported(r: &Resolved) -> Vec<(String, Option<String>, String)> {
     r.package_managers
-        .values()
-        .map(|p| (p.name.clone(), p.hermeto_variable.clone(), p.url.clone()))
+        .iter()
+        .map(|(name, p)| (name.clone(), p.hermeto_variable.clone(), p.url.clone()))
         .collect()
 }
 

@@ -159,13 +159,21 @@ pub fn run(command: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("command finished within 30s")
-        .expect("command output")
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(output) => output.expect("command output"),
+        Err(_) => {
+            // Leave no process behind for the next tests.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("command did not finish within 30s");
+        }
+    }
 }
 
 /// Standard output as text.
