@@ -8,18 +8,23 @@ use proxyconf_proto::contract::{is_valid_package_manager_name, parse_go_bool};
 use crate::{exit::Failure, render::Format};
 
 const EXAMPLES: &str = "\
-Examples:
-  # In a prefetch step: export Hermeto's proxy variables, failing closed
+Examples (each stops a script run with `set -e` when proxyconf fails):
+  # In a prefetch step: run Hermeto with the variables set, only for the package managers
+  # this build uses, and record what was applied
+  proxyconf exec --enable-package-registry-proxy=\"$ENABLE_PACKAGE_REGISTRY_PROXY\" \\
+    --package-managers npm,gomod --record /tmp/proxy-outcome.json -- hermeto fetch-deps ...
+
+  # Export the variables into this shell; on failure the output is `(exit CODE)`,
+  # which stops a `set -e` script (and only sets $? in an interactive shell)
   eval \"$(proxyconf env --enable-package-registry-proxy=\"$ENABLE_PACKAGE_REGISTRY_PROXY\")\"
 
-  # Run Hermeto with the variables set, only for the package managers this build uses
-  proxyconf exec --package-managers npm,gomod -- hermeto fetch-deps ...
-
-  # Write a dotenv file atomically
-  proxyconf env --format dotenv --output /var/workdir/hermeto.env
+  # Write a file to source in a later step (atomically; a failure leaves a file that fails too)
+  proxyconf env --output /tmp/hermeto.env
+  . /tmp/hermeto.env
 
   # The init task: OCI cache proxy settings as Tekton results
-  proxyconf env --enable-cache-proxy=\"$(params.enable-cache-proxy)\" --tekton-results /tekton/results
+  proxyconf env --enable-cache-proxy=\"$ENABLE_CACHE_PROXY\" \\
+    --enable-package-registry-proxy=false --tekton-results /tekton/results --output /dev/null
 
   # Follow changes, one JSON line per new answer; inspect the server
   proxyconf watch
@@ -116,15 +121,16 @@ pub enum Command {
 /// What to ask the server for.
 #[derive(Debug, Clone, Args)]
 pub struct RequestArgs {
-    /// The pipeline parameter enable-package-registry-proxy (true/false, 1/0, t/f).
+    /// The pipeline parameter enable-package-registry-proxy (true/false, 1/0, t/f). Empty, as a
+    /// Tekton parameter set to "" gives, means the default: true.
     #[arg(
         long,
         value_name = "BOOL",
         default_value = "true",
-        value_parser = parse_bool_flag,
+        value_parser = parse_pipeline_bool,
         action = ArgAction::Set
     )]
-    pub enable_package_registry_proxy: bool,
+    pub enable_package_registry_proxy: PipelineBool,
 
     /// Only these package managers (comma-separated, e.g. npm,gomod); empty means all. Only
     /// their variables are exported and only their problems fail the call.
@@ -132,20 +138,92 @@ pub struct RequestArgs {
     pub package_managers: String,
 
     /// The pipeline parameter enable-cache-proxy: also get the OCI cache proxy settings
-    /// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) for the image build.
+    /// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) for the image build. Empty means the default: false.
     #[arg(
         long,
         value_name = "BOOL",
         default_value = "false",
-        value_parser = parse_bool_flag,
+        value_parser = parse_pipeline_bool,
         action = ArgAction::Set
     )]
-    pub enable_cache_proxy: bool,
+    pub enable_cache_proxy: PipelineBool,
+}
+
+/// A boolean pipeline parameter as given: a value, or empty (a Tekton parameter set to `""`),
+/// which stands for the parameter's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineBool {
+    /// An explicit true or false.
+    Set(bool),
+    /// Empty: the default applies.
+    Empty,
+}
+
+impl PipelineBool {
+    /// The value, `default` when empty.
+    pub fn or(self, default: bool) -> bool {
+        match self {
+            Self::Set(value) => value,
+            Self::Empty => default,
+        }
+    }
+}
+
+/// What a build asked for, validated once from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `enable-package-registry-proxy`, the default applied.
+    pub package_registry_proxy: bool,
+    /// Only these package managers; `None` for all.
+    pub scope: Option<BTreeSet<String>>,
+    /// `enable-cache-proxy`, the default applied.
+    pub cache_proxy: bool,
+    /// One line per flag given empty, saying which default applied (printed on stderr).
+    pub notes: Vec<String>,
+}
+
+impl Request {
+    /// Whether the build asked for nothing at all: then the server need not be asked.
+    pub fn wants_nothing(&self) -> bool {
+        !self.package_registry_proxy && !self.cache_proxy
+    }
 }
 
 impl RequestArgs {
+    /// The validated request: scope checked, empty parameters replaced by their defaults.
+    pub fn request(&self) -> Result<Request, Failure> {
+        let mut notes = Vec::new();
+        let mut resolve = |flag: &str, value: PipelineBool, default: bool, meaning: &str| {
+            if value == PipelineBool::Empty {
+                notes.push(format!(
+                    "--{flag} is empty (a pipeline parameter set to \"\"): using its default, \
+                     {default}: {meaning}"
+                ));
+            }
+            value.or(default)
+        };
+        let package_registry_proxy = resolve(
+            "enable-package-registry-proxy",
+            self.enable_package_registry_proxy,
+            true,
+            "the package registry proxy applies when the administrator allows it",
+        );
+        let cache_proxy = resolve(
+            "enable-cache-proxy",
+            self.enable_cache_proxy,
+            false,
+            "the OCI cache proxy is not used",
+        );
+        Ok(Request {
+            package_registry_proxy,
+            scope: self.scope()?,
+            cache_proxy,
+            notes,
+        })
+    }
+
     /// The validated scope; `None` for all package managers.
-    pub fn scope(&self) -> Result<Option<BTreeSet<String>>, Failure> {
+    fn scope(&self) -> Result<Option<BTreeSet<String>>, Failure> {
         let mut names = BTreeSet::new();
         for name in self.package_managers.split(',').map(str::trim) {
             if name.is_empty() {
@@ -174,14 +252,31 @@ pub struct Selection {
     #[arg(long)]
     pub allow_direct_on_unavailable: bool,
 
+    /// Record what was applied in FILE as one line of compact JSON of at most 512 bytes (a
+    /// Tekton result): the outcome, the decision, the answer's version, the package managers
+    /// exported. Written on failure too, so that it is never stale.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
     /// Do not print the one-line summary on standard error.
     #[arg(long, short)]
     pub quiet: bool,
 }
 
-fn parse_bool_flag(value: &str) -> Result<bool, String> {
-    parse_go_bool(value).ok_or_else(|| format!("{value:?} is not a boolean (use true or false)"))
+/// A pipeline boolean: Go's `strconv.ParseBool` spellings, or empty for the default.
+fn parse_pipeline_bool(value: &str) -> Result<PipelineBool, NotABool> {
+    if value.trim().is_empty() {
+        return Ok(PipelineBool::Empty);
+    }
+    parse_go_bool(value)
+        .map(PipelineBool::Set)
+        .ok_or_else(|| NotABool(value.to_owned()))
 }
+
+/// A flag value that is not one of Go's `strconv.ParseBool` spellings.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a boolean (use true or false)")]
+pub struct NotABool(String);
 
 #[cfg(test)]
 mod tests {
@@ -209,15 +304,17 @@ mod tests {
                 panic!("env")
             };
             assert_eq!(
-                selection.request.enable_package_registry_proxy, want,
+                selection.request.enable_package_registry_proxy,
+                PipelineBool::Set(want),
                 "{arg}"
             );
         }
         let Command::Env { selection, .. } = parse(&["env"]).unwrap().command else {
             panic!("env")
         };
-        assert!(
+        assert_eq!(
             selection.request.enable_package_registry_proxy,
+            PipelineBool::Set(true),
             "default true"
         );
         assert!(parse(&["env", "--enable-package-registry-proxy=yes"]).is_err());
@@ -225,15 +322,42 @@ mod tests {
         let Command::Env { selection, .. } = separate.command else {
             panic!("env")
         };
-        assert!(!selection.request.enable_package_registry_proxy);
+        assert_eq!(
+            selection.request.enable_package_registry_proxy,
+            PipelineBool::Set(false)
+        );
+    }
+
+    #[test]
+    fn an_empty_parameter_means_its_default_and_says_so() {
+        let Command::Env { selection, .. } = parse(&[
+            "env",
+            "--enable-package-registry-proxy=",
+            "--enable-cache-proxy",
+            "",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("env")
+        };
+        let request = selection.request.request().unwrap();
+        assert!(request.package_registry_proxy, "empty means true");
+        assert!(!request.cache_proxy, "empty means false");
+        assert_eq!(request.notes.len(), 2, "{:?}", request.notes);
+        assert!(request.notes[0].contains("using its default, true"));
+        let Command::Env { selection, .. } = parse(&["env"]).unwrap().command else {
+            panic!("env")
+        };
+        assert!(selection.request.request().unwrap().notes.is_empty());
     }
 
     #[test]
     fn scope_parsing() {
         let args = |list: &str| RequestArgs {
-            enable_package_registry_proxy: true,
+            enable_package_registry_proxy: PipelineBool::Set(true),
             package_managers: list.to_owned(),
-            enable_cache_proxy: false,
+            enable_cache_proxy: PipelineBool::Set(false),
         };
         assert_eq!(args("").scope().unwrap(), None);
         assert_eq!(

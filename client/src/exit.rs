@@ -23,7 +23,7 @@ pub const CANNOT_EXECUTE: u8 = 126;
 pub const COMMAND_NOT_FOUND: u8 = 127;
 
 /// Why the client stops. Each message is one line saying what failed and what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
     #[error("{0}")]
     Usage(String),
@@ -40,12 +40,17 @@ pub enum Failure {
 impl Failure {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
+        ExitCode::from(self.code())
+    }
+
+    /// The exit code as a number.
+    pub fn code(&self) -> u8 {
+        match self {
             Self::Usage(_) => USAGE,
             Self::Unavailable(_) => UNAVAILABLE,
             Self::Misconfigured(_) => MISCONFIGURED,
             Self::Exec(_, code) => *code,
             Self::Other(_) => 1,
-        })
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`remote`]: connecting and calling within a deadline, with retries.
 //! - [`exports`]: the server's answer → the variables a build may get.
 //! - [`render`]: shell / dotenv / JSON output, atomic files.
+//! - [`record`]: the outcome record of `--record`.
 //! - [`status`]: `proxyconf status` for a person.
 //! - [`exit`]: failures and their exit codes.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod exit;
 pub mod exports;
+pub mod record;
 pub mod remote;
 pub mod render;
 pub mod status;
@@ -21,6 +23,7 @@ pub mod status;
 use std::{
     ffi::OsString,
     io::{self, Write},
+    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, SystemTime},
 };
@@ -32,21 +35,50 @@ use proxyconf_proto::v1::{
 use tokio::time::Instant;
 
 use crate::{
-    cli::{Cli, Command, RequestArgs, Selection},
+    cli::{Cli, Command, Request, RequestArgs, Selection},
     exit::Failure,
     exports::Variables,
+    record::{Outcome, Record},
     remote::{CallError, Servers},
+    render::Format,
 };
+
+/// Where and how long to ask.
+struct Target {
+    servers: Servers,
+    /// `--server` as given, for messages and the record.
+    address: String,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl Target {
+    /// The servers of `--server` with their TLS settings; the deadline starts now.
+    fn new(cli: &Cli) -> Result<Self, Failure> {
+        let tls = remote::TlsFiles {
+            ca_cert: cli.ca_cert.clone(),
+            client_cert: cli.client_cert.clone(),
+            client_key: cli.client_key.clone(),
+        };
+        Ok(Self {
+            servers: Servers::parse(&cli.server, &tls)?,
+            address: cli.server.clone(),
+            timeout: cli.timeout,
+            deadline: Instant::now() + cli.timeout,
+        })
+    }
+}
+
+/// Where `env` writes.
+struct EnvOutput {
+    format: Format,
+    output: Option<PathBuf>,
+    tekton_results: Option<PathBuf>,
+}
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let tls = remote::TlsFiles {
-        ca_cert: cli.ca_cert.clone(),
-        client_cert: cli.client_cert.clone(),
-        client_key: cli.client_key.clone(),
-    };
-    let server = Servers::parse(&cli.server, &tls)?;
-    let deadline = Instant::now() + cli.timeout;
+    let target = Target::new(&cli);
     match cli.command {
         Command::Env {
             selection,
@@ -54,31 +86,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             output,
             tekton_results,
         } => {
-            let variables = fetch_variables(&server, cli.timeout, deadline, &selection).await?;
-            if let Some(dir) = tekton_results {
-                write_tekton_results(&dir, &variables)?;
+            let out = EnvOutput {
+                format,
+                output,
+                tekton_results,
+            };
+            let result = match &target {
+                Ok(target) => env(target, &selection, &out).await,
+                Err(failure) => Err(failure.clone()),
+            };
+            if let Err(failure) = &result {
+                fail_closed_output(&out, failure.code());
             }
-            let text = render::render(&variables, format);
-            match output {
-                Some(path) => render::write_atomically(&path, &text)
-                    .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))?,
-                None => write_stdout(text.as_bytes())?,
-            }
-            Ok(ExitCode::SUCCESS)
+            finish(selection.record.as_deref(), &cli.server, result)
         }
         Command::Exec { selection, command } => {
-            let variables = fetch_variables(&server, cli.timeout, deadline, &selection).await?;
-            Err(exec(&command, &variables))
+            let record = selection.record.as_deref();
+            let fetched = match &target {
+                Ok(target) => fetch_variables(target, &selection).await,
+                Err(failure) => Err(failure.clone()),
+            };
+            let (variables, applied) = match fetched {
+                Ok(fetched) => fetched,
+                Err(failure) => return finish(record, &cli.server, Err(failure)),
+            };
+            finish(record, &cli.server, Ok(applied))?;
+            finish(record, &cli.server, Err(exec(&command, &variables)))
         }
-        Command::Watch { request } => watch(&server, cli.timeout, &request).await,
+        Command::Watch { request } => watch(&target?.servers, cli.timeout, &request).await,
         Command::Status { json } => {
-            let status = remote::call_with_retries(&server, deadline, |mut c| async move {
+            let target = target?;
+            let server = &target.servers;
+            let status = remote::call_with_retries(server, target.deadline, |mut c| async move {
                 c.get_status(GetStatusRequest {})
                     .await
                     .map(tonic::Response::into_inner)
             })
             .await
-            .map_err(|e| e.into_failure(&server, cli.timeout))?;
+            .map_err(|e| e.into_failure(server, cli.timeout))?;
             let text = if json {
                 format!("{}\n", to_json(&status)?)
             } else {
@@ -90,68 +135,148 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn resolve_request(args: &RequestArgs) -> Result<ResolveRequest, Failure> {
-    Ok(ResolveRequest {
-        enable_package_registry_proxy: Some(args.enable_package_registry_proxy),
-        package_managers: args.scope()?.into_iter().flatten().collect(),
-        enable_cache_proxy: Some(args.enable_cache_proxy),
-    })
+fn resolve_request(request: &Request) -> ResolveRequest {
+    ResolveRequest {
+        enable_package_registry_proxy: Some(request.package_registry_proxy),
+        package_managers: request.scope.iter().flatten().cloned().collect(),
+        enable_cache_proxy: Some(request.cache_proxy),
+    }
+}
+
+/// `proxyconf env`: gets the variables and writes them where asked.
+async fn env(target: &Target, selection: &Selection, out: &EnvOutput) -> Result<Record, Failure> {
+    let (variables, record) = fetch_variables(target, selection).await?;
+    if let Some(dir) = &out.tekton_results {
+        write_tekton_results(dir, &variables)?;
+    }
+    let text = render::render(&variables, out.format);
+    match &out.output {
+        Some(path) => write_file(path, &text)?,
+        None => write_stdout(text.as_bytes())?,
+    }
+    Ok(record)
+}
+
+/// After a failure of `env`, leaves nothing that a script could use as if it had succeeded: shell
+/// output becomes the failure guard (so that `eval "$(proxyconf env)"` and `. FILE` fail too), and
+/// an `--output` file of another format is removed.
+fn fail_closed_output(out: &EnvOutput, code: u8) {
+    let result = match (&out.output, out.format) {
+        (Some(path), Format::Shell) => write_file(path, &render::shell_failure_guard(code)),
+        (None, Format::Shell) => write_stdout(render::shell_failure_guard(code).as_bytes()),
+        (Some(path), _) => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Failure::Other(format!(
+                "cannot remove the stale {}: {e}",
+                path.display()
+            ))),
+            _ => Ok(()),
+        },
+        (None, _) => Ok(()),
+    };
+    if let Err(e) = result {
+        eprintln!("proxyconf: error: {e}");
+    }
+}
+
+/// Writes the `--record` of `result`, if asked, and passes `result` on as the exit code.
+fn finish(
+    path: Option<&Path>,
+    address: &str,
+    result: Result<Record, Failure>,
+) -> Result<ExitCode, Failure> {
+    let Some(path) = path else {
+        return result.map(|_| ExitCode::SUCCESS);
+    };
+    match result {
+        Ok(record) => record.write(path).map(|()| ExitCode::SUCCESS),
+        Err(failure) => {
+            if let Err(e) = Record::failed(address, &failure).write(path) {
+                eprintln!("proxyconf: error: {e}");
+            }
+            Err(failure)
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
+    render::write_atomically(path, text)
+        .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))
 }
 
 /// The init task's results, as it emits them today: the cache proxy's `http-proxy` and
 /// `no-proxy`, each an exact value without a newline, empty when the cache proxy is not active.
-fn write_tekton_results(dir: &std::path::Path, variables: &Variables) -> Result<(), Failure> {
+fn write_tekton_results(dir: &Path, variables: &Variables) -> Result<(), Failure> {
     for (file, variable) in [("http-proxy", "HTTP_PROXY"), ("no-proxy", "NO_PROXY")] {
-        let path = dir.join(file);
         let value = variables.get(variable).map_or("", String::as_str);
-        render::write_atomically(&path, value)
-            .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))?;
+        write_file(&dir.join(file), value)?;
     }
     Ok(())
 }
 
-/// Asks the server and checks its answer; applies `--allow-direct-on-unavailable`.
+/// Asks the server and checks its answer; applies `--allow-direct-on-unavailable`. A build that
+/// asked for nothing (both proxies off) does not ask at all, as the incumbent did not read the
+/// ConfigMap then: an unreachable server cannot stop a build that opted out.
 async fn fetch_variables(
-    server: &Servers,
-    timeout: Duration,
-    deadline: Instant,
+    target: &Target,
     selection: &Selection,
-) -> Result<Variables, Failure> {
-    let scope = selection.request.scope()?;
-    let request = resolve_request(&selection.request)?;
-    let answer = remote::call_with_retries(server, deadline, |mut c| {
-        let request = request.clone();
-        async move { c.resolve(request).await.map(tonic::Response::into_inner) }
+) -> Result<(Variables, Record), Failure> {
+    let request = selection.request.request()?;
+    for note in &request.notes {
+        eprintln!("proxyconf: note: {note}");
+    }
+    if request.wants_nothing() {
+        if !selection.quiet {
+            eprintln!(
+                "proxyconf: package registry proxy not used: this pipeline set \
+                 enable-package-registry-proxy to false (the server was not asked)"
+            );
+        }
+        return Ok((
+            Variables::new(),
+            Record::empty(Outcome::OptedOut, &target.address),
+        ));
+    }
+    let resolve = resolve_request(&request);
+    let answer = remote::call_with_retries(&target.servers, target.deadline, |mut c| {
+        let resolve = resolve.clone();
+        async move { c.resolve(resolve).await.map(tonic::Response::into_inner) }
     })
     .await;
     let resolution = match answer {
         Ok(resolution) => resolution,
         Err(error) => {
-            let failure = error.into_failure(server, timeout);
+            let failure = error.into_failure(&target.servers, target.timeout);
             if matches!(failure, Failure::Unavailable(_)) && selection.allow_direct_on_unavailable {
                 eprintln!(
                     "proxyconf: warning: {failure}; going on WITHOUT the package registry proxy \
                      because --allow-direct-on-unavailable is set"
                 );
-                return Ok(Variables::new());
+                return Ok((
+                    Variables::new(),
+                    Record::empty(Outcome::Direct, &target.address),
+                ));
             }
             return Err(failure);
         }
     };
-    let cache_proxy = selection.request.enable_cache_proxy;
     let wanted = exports::Wanted {
-        package_registry_proxy: selection.request.enable_package_registry_proxy,
-        scope: scope.as_ref(),
-        cache_proxy,
+        package_registry_proxy: request.package_registry_proxy,
+        scope: request.scope.as_ref(),
+        cache_proxy: request.cache_proxy,
     };
     let variables = exports::variables(&resolution, &wanted)?;
     if !selection.quiet {
         eprintln!("proxyconf: {}", summary(&resolution, &variables));
-        if let Some(section) = resolution.cache_proxy.as_ref().filter(|_| cache_proxy) {
+        if let Some(section) = resolution
+            .cache_proxy
+            .as_ref()
+            .filter(|_| request.cache_proxy)
+        {
             eprintln!("proxyconf: {}", cache_summary(section));
         }
     }
-    Ok(variables)
+    let record = Record::applied(&target.address, &resolution, &variables);
+    Ok((variables, record))
 }
 
 /// One line for the build log saying what was decided.
@@ -229,7 +354,11 @@ async fn watch(
     timeout: Duration,
     args: &RequestArgs,
 ) -> Result<ExitCode, Failure> {
-    let request = resolve_request(args)?;
+    let request = args.request()?;
+    for note in &request.notes {
+        eprintln!("proxyconf: note: {note}");
+    }
+    let request = resolve_request(&request);
     let mut last_version = String::new();
     loop {
         let deadline = Instant::now() + timeout;

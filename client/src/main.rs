@@ -2,10 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, error::ErrorKind};
 
 fn main() -> ExitCode {
-    let cli = proxyconf::cli::Cli::parse();
+    let cli = match proxyconf::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -23,4 +26,24 @@ fn main() -> ExitCode {
             failure.exit_code()
         }
     }
+}
+
+/// Prints clap's message (help and version too) and, for a usage error of `env`, the shell failure
+/// guard on stdout: `eval "$(proxyconf env --misspelt-flag)"` must stop a `set -e` script as any
+/// other failure of `env` does.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        return ExitCode::SUCCESS;
+    }
+    if std::env::args_os().skip(1).any(|arg| arg == "env") {
+        print!(
+            "{}",
+            proxyconf::render::shell_failure_guard(proxyconf::exit::USAGE)
+        );
+    }
+    ExitCode::from(proxyconf::exit::USAGE)
 }

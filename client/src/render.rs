@@ -3,6 +3,7 @@
 
 use std::{
     io::{self, Write},
+    os::unix::fs::PermissionsExt,
     path::Path,
 };
 
@@ -90,7 +91,18 @@ fn dotenv_quote(value: &str) -> String {
     quoted
 }
 
-/// Writes `content` to `path` atomically: to a temporary file beside it, flushed to disk, then
+/// What `eval "$(proxyconf env)"` or `. FILE` runs when proxyconf failed: a comment and
+/// `(exit CODE)`. A script under `set -e` stops there with proxyconf's exit code; an interactive
+/// shell only gets `$?` set (an `exit` would close the terminal).
+pub fn shell_failure_guard(code: u8) -> String {
+    format!(
+        "# proxyconf failed (exit {code}): see its message on standard error. Nothing was \
+         exported.\n(exit {code})\n"
+    )
+}
+
+/// Writes `content` to `path` atomically: to a temporary file with an unpredictable name beside
+/// it (created exclusively, so a planted symlink is never followed), flushed to disk, then
 /// renamed over `path`. A reader sees the old file or the new one, never half of one. A path that
 /// exists but is not a regular file (`/dev/null`, `/dev/stdout`, a pipe) is written in place:
 /// renaming over it would replace the device.
@@ -105,29 +117,27 @@ pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(content.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file path",
+        ));
     }
-    result
+    // Readable by the later steps of a task, which may run as another user.
+    let mut file = tempfile::Builder::new()
+        .prefix(".proxyconf-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
+    file.write_all(content.as_bytes())?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    // The rename is durable once the directory is.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, symlink};
 
     use super::*;
 
@@ -176,6 +186,8 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         assert!(write_atomically(&dir.path().join("missing/x"), "a").is_err());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "later steps, as another user, can read it");
         write_atomically(Path::new("/dev/null"), "discarded").unwrap();
         assert!(
             std::fs::metadata("/dev/null")
@@ -184,5 +196,52 @@ mod tests {
                 .is_char_device(),
             "/dev/null is still a device"
         );
+    }
+
+    #[test]
+    fn a_symlink_at_the_old_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hermeto.env");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // Earlier versions wrote through `.NAME.PID.tmp` with File::create, which follows it.
+        let old_name = dir
+            .path()
+            .join(format!(".hermeto.env.{}.tmp", std::process::id()));
+        symlink(&victim, &old_name).unwrap();
+        write_atomically(&path, "export A='b'\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "export A='b'\n");
+        assert!(
+            std::fs::symlink_metadata(&old_name)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the planted link is left alone"
+        );
+    }
+
+    #[test]
+    fn the_failure_guard_stops_set_e_shells_with_the_code() {
+        for shell in ["bash", "sh"] {
+            let guard = shell_failure_guard(78);
+            let out = std::process::Command::new(shell)
+                .args(["-ec", "eval \"$1\"; echo went on", "sh", &guard])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(78), "{shell}");
+            assert!(out.stdout.is_empty(), "{shell}");
+        }
+        // Without `set -e` (an interactive shell), it only sets $?.
+        let out = std::process::Command::new("bash")
+            .args([
+                "-c",
+                "eval \"$1\"; echo \"still here $?\"",
+                "sh",
+                &shell_failure_guard(69),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "still here 69\n");
     }
 }

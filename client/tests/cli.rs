@@ -18,7 +18,7 @@ fn help_shows_examples_and_exit_codes() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for want in [
-        "proxyconf exec --package-managers npm,gomod -- hermeto",
+        "--package-managers npm,gomod --record /tmp/proxy-outcome.json -- hermeto fetch-deps",
         "PROXYCONF_SERVER",
         "69 server unavailable",
         "78 configuration invalid",
@@ -51,6 +51,17 @@ fn usage_errors_exit_2_with_one_clear_line() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "{args:?}");
+        // `eval "$(proxyconf env …)"` must fail on a usage error too.
+        let guard = if args.contains(&"env") {
+            "(exit 2)\n"
+        } else {
+            ""
+        };
+        assert!(
+            String::from_utf8_lossy(&out.stdout).ends_with(guard),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(out.stdout.is_empty(), guard.is_empty(), "{args:?}");
     }
 }
