@@ -71,7 +71,14 @@ pub struct Cli {
     pub client_key: Option<PathBuf>,
 
     /// Overall deadline, retries included (e.g. 500ms, 3s, 1m).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true, value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "PROXYCONF_TIMEOUT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration,
+        global = true,
+        value_name = "DURATION"
+    )]
     pub timeout: Duration,
 
     #[command(subcommand)]
@@ -115,6 +122,45 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// The init task's step: a drop-in for `konflux-build-cli config cache-proxy`. Writes the
+    /// OCI cache proxy's `http-proxy` and `no-proxy` result files (exact values, empty when not
+    /// used); the proxy is used when --enable is exactly "true" and the administrator allows it.
+    CacheProxy {
+        /// The pipeline parameter enable-cache-proxy, compared literally with "true" as
+        /// konflux-build-cli does.
+        #[arg(long, short = 'e', value_name = "VALUE")]
+        enable: String,
+        /// Where to write the http-proxy result.
+        #[arg(
+            long,
+            env = "HTTP_PROXY_RESULTS_PATH",
+            default_value = "http-proxy",
+            value_name = "FILE"
+        )]
+        http_proxy_result_path: PathBuf,
+        /// Where to write the no-proxy result.
+        #[arg(
+            long,
+            env = "NO_PROXY_RESULTS_PATH",
+            default_value = "no-proxy",
+            value_name = "FILE"
+        )]
+        no_proxy_result_path: PathBuf,
+        /// When the server cannot be reached, write empty results (no cache proxy) instead of
+        /// failing.
+        #[arg(long)]
+        allow_direct_on_unavailable: bool,
+        /// Record the outcome in FILE (see `env --record`).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Copy this binary to DIR/proxyconf, for a later step in another image: a Tekton step in
+    /// the proxyconf image (which has no shell) runs `proxyconf install /var/proxyconf`.
+    Install {
+        /// The directory, typically an emptyDir volume shared with the later steps.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -183,6 +229,16 @@ pub struct Request {
 }
 
 impl Request {
+    /// The init task's request: only the cache proxy, enabled when `enable` is exactly `true`.
+    pub fn cache_proxy_only(enable: &str) -> Self {
+        Self {
+            package_registry_proxy: false,
+            scope: None,
+            cache_proxy: enable == "true",
+            notes: Vec::new(),
+        }
+    }
+
     /// Whether the build asked for nothing at all: then the server need not be asked.
     pub fn wants_nothing(&self) -> bool {
         !self.package_registry_proxy && !self.cache_proxy

@@ -113,6 +113,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             finish(record, &cli.server, Ok(applied))?;
             finish(record, &cli.server, Err(exec(&command, &variables)))
         }
+        Command::CacheProxy {
+            enable,
+            http_proxy_result_path,
+            no_proxy_result_path,
+            allow_direct_on_unavailable,
+            record,
+        } => {
+            let results = [
+                (http_proxy_result_path, "HTTP_PROXY"),
+                (no_proxy_result_path, "NO_PROXY"),
+            ];
+            let failing = Failing {
+                allow_direct_on_unavailable,
+                quiet: false,
+            };
+            let result = match &target {
+                Ok(target) => cache_proxy(target, &enable, &results, failing).await,
+                Err(failure) => Err(failure.clone()),
+            };
+            finish(record.as_deref(), &cli.server, result)
+        }
+        Command::Install { dir } => install(&dir),
         Command::Watch { request } => watch(&target?.servers, cli.timeout, &request).await,
         Command::Status { json } => {
             let target = target?;
@@ -203,6 +225,49 @@ fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::Other(format!("cannot write {}: {e}", path.display())))
 }
 
+/// `proxyconf cache-proxy`: the init task's two result files, as konflux-build-cli writes them.
+async fn cache_proxy(
+    target: &Target,
+    enable: &str,
+    results: &[(PathBuf, &str)],
+    failing: Failing,
+) -> Result<Record, Failure> {
+    let request = Request::cache_proxy_only(enable);
+    if !request.cache_proxy {
+        eprintln!(
+            "proxyconf: OCI cache proxy not used: enable-cache-proxy is {enable:?}, not \"true\""
+        );
+    }
+    let (variables, record) = fetch(target, &request, failing).await?;
+    for (path, variable) in results {
+        write_file(path, variables.get(*variable).map_or("", String::as_str))?;
+    }
+    Ok(record)
+}
+
+/// `proxyconf install DIR`: copies this executable to `DIR/proxyconf`, atomically, mode 0755.
+fn install(dir: &Path) -> Result<ExitCode, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let cannot =
+        |e: io::Error| Failure::Other(format!("cannot install into {}: {e}", dir.display()));
+    let exe = std::env::current_exe().map_err(cannot)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".proxyconf-")
+        .permissions(std::fs::Permissions::from_mode(0o755))
+        .tempfile_in(dir)
+        .map_err(cannot)?;
+    io::copy(
+        &mut std::fs::File::open(&exe).map_err(cannot)?,
+        file.as_file_mut(),
+    )
+    .map_err(cannot)?;
+    file.as_file().sync_all().map_err(cannot)?;
+    let path = dir.join("proxyconf");
+    file.persist(&path).map_err(|e| cannot(e.error))?;
+    eprintln!("proxyconf: installed {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The init task's results, as it emits them today: the cache proxy's `http-proxy` and
 /// `no-proxy`, each an exact value without a newline, empty when the cache proxy is not active.
 fn write_tekton_results(dir: &Path, variables: &Variables) -> Result<(), Failure> {
@@ -224,8 +289,28 @@ async fn fetch_variables(
     for note in &request.notes {
         eprintln!("proxyconf: note: {note}");
     }
+    let failing = Failing {
+        allow_direct_on_unavailable: selection.allow_direct_on_unavailable,
+        quiet: selection.quiet,
+    };
+    fetch(target, &request, failing).await
+}
+
+/// How a call for variables fails and reports.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    allow_direct_on_unavailable: bool,
+    quiet: bool,
+}
+
+/// Gets the variables of `request` (see [`fetch_variables`]).
+async fn fetch(
+    target: &Target,
+    request: &Request,
+    failing: Failing,
+) -> Result<(Variables, Record), Failure> {
     if request.wants_nothing() {
-        if !selection.quiet {
+        if !failing.quiet {
             eprintln!(
                 "proxyconf: package registry proxy not used: this pipeline set \
                  enable-package-registry-proxy to false (the server was not asked)"
@@ -236,7 +321,7 @@ async fn fetch_variables(
             Record::empty(Outcome::OptedOut, &target.address),
         ));
     }
-    let resolve = resolve_request(&request);
+    let resolve = resolve_request(request);
     let answer = remote::call_with_retries(&target.servers, target.deadline, |mut c| {
         let resolve = resolve.clone();
         async move { c.resolve(resolve).await.map(tonic::Response::into_inner) }
@@ -246,7 +331,7 @@ async fn fetch_variables(
         Ok(resolution) => resolution,
         Err(error) => {
             let failure = error.into_failure(&target.servers, target.timeout);
-            if matches!(failure, Failure::Unavailable(_)) && selection.allow_direct_on_unavailable {
+            if matches!(failure, Failure::Unavailable(_)) && failing.allow_direct_on_unavailable {
                 eprintln!(
                     "proxyconf: warning: {failure}; going on WITHOUT the package registry proxy \
                      because --allow-direct-on-unavailable is set"
@@ -265,7 +350,7 @@ async fn fetch_variables(
         cache_proxy: request.cache_proxy,
     };
     let variables = exports::variables(&resolution, &wanted)?;
-    if !selection.quiet {
+    if !failing.quiet {
         eprintln!("proxyconf: {}", summary(&resolution, &variables));
         if let Some(section) = resolution
             .cache_proxy

@@ -254,17 +254,22 @@ fn cache_proxy_section(cache: &CacheProxy) -> pb::CacheProxy {
     {
         section.http_proxy.clone_from(proxy);
         section.no_proxy.clone_from(no_proxy);
-        section.env = [
-            ("HTTP_PROXY", proxy),
-            ("HTTPS_PROXY", proxy),
-            ("NO_PROXY", no_proxy),
-        ]
-        .into_iter()
-        .map(|(name, value)| pb::EnvVar {
-            name: name.to_owned(),
-            value: value.clone(),
-        })
-        .collect();
+        // No proxy configured anywhere (an empty `http-proxy` beside a `no-proxy`, or no
+        // server default): nothing to route through, only the exceptions are passed on.
+        let proxy_vars = if proxy.is_empty() {
+            &[][..]
+        } else {
+            &["HTTP_PROXY", "HTTPS_PROXY"][..]
+        };
+        section.env = proxy_vars
+            .iter()
+            .map(|name| (*name, proxy))
+            .chain([("NO_PROXY", no_proxy)])
+            .map(|(name, value)| pb::EnvVar {
+                name: name.to_owned(),
+                value: value.clone(),
+            })
+            .collect();
     }
     section
 }

@@ -2,13 +2,16 @@
 //!
 //! - `e2e`: the real `proxyconf-server` and `proxyconf` binaries as separate processes, talking
 //!   over loopback, driven the way a build step and an operator use them. The binaries are the
-//!   ones `cargo test --workspace` builds into the same target directory.
+//!   ones `cargo test --workspace` builds into the same target directory. `e2e::recipes` and
+//!   `e2e::tekton` run the documented recipes and the Tekton tasks as written.
 //! - `kubernetes`: the server library with the real kube client against an API server fake that
 //!   speaks the list/watch wire protocol.
 //! - `deploy`: the manifests in `deploy/` render with `kubectl kustomize`, parse as their
 //!   Kubernetes types, and grant exactly the least privilege.
+//! - `repository`: nothing in the repository points outside it.
 
 mod e2e {
+    pub mod standins;
     pub mod util;
 
     mod cache_proxy;
@@ -18,6 +21,8 @@ mod e2e {
     mod file_changes;
     mod kubernetes;
     mod python_subscriber;
+    mod recipes;
+    mod tekton;
     mod tls;
 }
 
@@ -29,3 +34,4 @@ mod kubernetes {
 }
 
 mod deploy;
+mod repository;

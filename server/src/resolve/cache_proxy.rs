@@ -1,4 +1,4 @@
-//! The OCI cache proxy settings of the same ConfigMap (ADR 0057, SPEC §6): `allow-cache-proxy`,
+//! The OCI cache proxy settings of the same ConfigMap (ADR 0057, docs/configuration.md §7): `allow-cache-proxy`,
 //! `http-proxy`, `no-proxy`, resolved for the init task that hands them to the image build.
 //!
 //! Unlike the package registry proxy, the administrator's switch defaults to **allowed** and the
@@ -96,36 +96,36 @@ pub fn resolve(data: &BTreeMap<String, String>, defaults: &CacheProxyDefaults) -
         }),
     };
 
-    let http_proxy = match value_of(HTTP_PROXY_KEY) {
-        Some(value) => match validate_proxy(value) {
-            Ok(()) => Some(value.to_owned()),
-            Err(reason) => {
-                problem(HTTP_PROXY_KEY, value, reason, ProblemCode::InvalidProxy);
-                None
-            }
-        },
-        None if defaults.http_proxy.is_empty() => {
+    // As the incumbent (konflux-build-cli) does: the server's defaults apply only when both keys
+    // are empty; otherwise an empty key stays empty (no proxy, or no exceptions).
+    let (http_value, no_proxy_value) = match (value_of(HTTP_PROXY_KEY), value_of(NO_PROXY_KEY)) {
+        (None, None) => (defaults.http_proxy.as_str(), defaults.no_proxy.as_str()),
+        (http, no_proxy) => (http.unwrap_or(""), no_proxy.unwrap_or("")),
+    };
+    let http_proxy = match validate_proxy(http_value) {
+        _ if http_value.is_empty() => Some(String::new()),
+        Ok(()) => Some(http_value.to_owned()),
+        Err(reason) => {
             problem(
                 HTTP_PROXY_KEY,
-                "",
-                "empty, and the server has no --default-http-proxy: set the proxy as host:port"
-                    .into(),
+                http_value,
+                reason,
                 ProblemCode::InvalidProxy,
             );
             None
         }
-        None => Some(defaults.http_proxy.clone()),
     };
-
-    let no_proxy = match value_of(NO_PROXY_KEY) {
-        Some(value) => match validate_no_proxy(value) {
-            Ok(()) => Some(value.to_owned()),
-            Err(reason) => {
-                problem(NO_PROXY_KEY, value, reason, ProblemCode::InvalidNoProxy);
-                None
-            }
-        },
-        None => Some(defaults.no_proxy.clone()),
+    let no_proxy = match validate_no_proxy(no_proxy_value) {
+        Ok(()) => Some(no_proxy_value.to_owned()),
+        Err(reason) => {
+            problem(
+                NO_PROXY_KEY,
+                no_proxy_value,
+                reason,
+                ProblemCode::InvalidNoProxy,
+            );
+            None
+        }
     };
 
     CacheProxy {
@@ -177,15 +177,17 @@ pub fn validate_proxy(value: &str) -> Result<(), String> {
     }
     let (host, port) = split_host_port(value)
         .ok_or("expected host:port, e.g. squid.caching.svc.cluster.local:3128")?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{port:?} is not a port"))?;
+    let port: u16 = decimal(port).ok_or_else(|| format!("{port:?} is not a port"))?;
     if port == 0 {
         return Err("port 0 is not a port".into());
     }
     if !is_host(host) {
         return Err(format!("{host:?} is not a host name or IP address"));
     }
+    // Clients read it as `http://host:port`: a name ending in a number is an IPv4 address to a
+    // URL parser (`2a7.0.0.1` is none), and punycode must decode.
+    url::Url::parse(&format!("http://{value}"))
+        .map_err(|e| format!("{host:?} is not a host name or IP address ({e})"))?;
     Ok(())
 }
 
@@ -204,7 +206,8 @@ pub fn validate_no_proxy(value: &str) -> Result<(), String> {
     for entry in value.split(',').map(|e| e.trim_matches(' ')) {
         if !is_no_proxy_entry(entry) {
             return Err(format!(
-                "{entry:?} is not a host, domain, IP address or CIDR (entries are comma-separated)"
+                "{:?} is not a host, domain, IP address or CIDR (entries are comma-separated)",
+                redact(entry)
             ));
         }
     }
@@ -216,25 +219,36 @@ fn is_no_proxy_entry(entry: &str) -> bool {
         return true;
     }
     if let Some((ip, bits)) = entry.split_once('/') {
-        return match (ip.parse::<IpAddr>(), bits.parse::<u8>()) {
-            (Ok(IpAddr::V4(_)), Ok(bits)) => bits <= 32,
-            (Ok(IpAddr::V6(_)), Ok(bits)) => bits <= 128,
+        return match (ip.parse::<IpAddr>(), decimal::<u8>(bits)) {
+            (Ok(IpAddr::V4(_)), Some(bits)) => bits <= 32,
+            (Ok(IpAddr::V6(_)), Some(bits)) => bits <= 128,
             _ => false,
         };
     }
     let host = match split_host_port(entry) {
-        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        Some((host, port)) if decimal::<u16>(port).is_some() => host,
         Some(_) => return false,
         None => entry,
     };
     is_host(host.strip_prefix('.').unwrap_or(host))
 }
 
+/// A port or prefix length: decimal digits only (Rust's integer parsers also take a leading `+`,
+/// which URLs and CIDRs do not).
+fn decimal<T: std::str::FromStr>(text: &str) -> Option<T> {
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
 /// Splits `host:port` and `[v6]:port`; `None` when there is no port.
 fn split_host_port(value: &str) -> Option<(&str, &str)> {
     if let Some(rest) = value.strip_prefix('[') {
         let (host, port) = rest.split_once("]:")?;
-        return Some((host, port));
+        // Brackets hold an IPv6 address, nothing else (`[nexus]:3128` is no URL authority).
+        let v6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+        return v6.then_some((host, port));
     }
     if value.matches(':').count() > 1 {
         return None; // A bare IPv6 address.
@@ -360,7 +374,26 @@ mod tests {
                 Some(String::new()),
                 1,
             ),
-            (None, None, Some("a b"), true, squid.clone(), None, 1),
+            // Only one key set: the defaults do not apply to the other (as the incumbent).
+            (None, None, Some("a b"), true, Some(String::new()), None, 1),
+            (
+                None,
+                None,
+                Some(".svc"),
+                true,
+                Some(String::new()),
+                Some(".svc".into()),
+                0,
+            ),
+            (
+                None,
+                Some("proxy.corp:8080"),
+                None,
+                true,
+                Some("proxy.corp:8080".into()),
+                Some(String::new()),
+                0,
+            ),
             (
                 Some("maybe"),
                 Some("ftp://x:1"),
@@ -407,8 +440,8 @@ mod tests {
             no_proxy: String::new(),
         };
         let r = resolve(&BTreeMap::new(), &none);
-        assert_eq!(r.http_proxy, None);
-        assert_eq!(r.problems[0].code, ProblemCode::InvalidProxy);
+        assert_eq!(r.http_proxy.as_deref(), Some(""), "no proxy anywhere: none");
+        assert!(r.problems.is_empty());
 
         let bad = CacheProxyDefaults {
             http_proxy: "not a proxy".into(),

@@ -1,4 +1,4 @@
-//! The operator's allowlist of proxy hosts (`--allowed-proxy-hosts`, SPEC §4): globs in the style
+//! The operator's allowlist of proxy hosts (`--allowed-proxy-hosts`, docs/configuration.md §4): globs in the style
 //! of the kubelet's credential provider `matchImages`, so that an administrator's ConfigMap can only
 //! point builds at proxies the operator approved. Without an allowlist every valid host is
 //! accepted: there are deliberately no built-in registry domain patterns (Flux issue 1974).
@@ -90,8 +90,9 @@ impl HostPattern {
             host.split('.').map(str::to_owned).collect()
         };
         for label in &labels {
+            // A bracketed host was checked as an IPv6 address above; a `[` elsewhere is not.
             let ok = !label.is_empty()
-                && (label.starts_with('[')
+                && (host.starts_with('[')
                     || label
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'*' | b'?')));
@@ -109,6 +110,10 @@ impl HostPattern {
     /// Whether `host` on `port` matches.
     pub fn matches(&self, host: &str, port: Option<u16>) -> bool {
         if self.port.is_some() && self.port != port {
+            return false;
+        }
+        // Only an IPv6 pattern matches an IPv6 address: a glob never does.
+        if host.starts_with('[') != self.labels[0].starts_with('[') {
             return false;
         }
         let host = host.to_ascii_lowercase();

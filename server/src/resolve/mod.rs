@@ -1,4 +1,4 @@
-//! ConfigMap data → resolved package registry proxy settings (SPEC §2–§4).
+//! ConfigMap data → resolved package registry proxy settings (docs/configuration.md §2–§4).
 //!
 //! Pure: no I/O, no clock, no request. The server resolves once per ConfigMap change into an
 //! immutable [`Resolved`]; each request then only selects from it (see `snapshot`).

@@ -1,4 +1,4 @@
-//! Package manager names and the Hermeto variable each one is exported as (SPEC §2).
+//! Package manager names and the Hermeto variable each one is exported as (docs/configuration.md §2).
 
 pub use proxyconf_proto::contract::{
     GOMOD_SUM, hermeto_variable, is_valid_package_manager_name as is_valid_name,

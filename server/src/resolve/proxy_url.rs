@@ -1,4 +1,4 @@
-//! Validation of proxy URLs (SPEC §4) and redaction of rejected values.
+//! Validation of proxy URLs (docs/configuration.md §4) and redaction of rejected values.
 //!
 //! Any host an administrator configures is accepted: in-cluster service names, IP addresses,
 //! ports, custom domains. There are deliberately no registry domain patterns (the lesson of Flux
@@ -174,6 +174,8 @@ fn plain_target<'a>(https: bool, authority: &'a str, rest: &str) -> Option<Proxy
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
+                // Punycode (`xn--`) is decoded and checked by the parser: leave it to the parser.
+                && !label.as_bytes()[..label.len().min(4)].eq_ignore_ascii_case(b"xn--")
         });
     // A numeric last label makes WHATWG parse the host as an IPv4 address: leave it to the parser.
     let last_numeric = host.rsplit('.').next().is_some_and(|l| {
@@ -250,20 +252,33 @@ const MAX_SHOWN_LEN: usize = 200;
 pub fn redact(value: &str) -> String {
     let shown = match value.rfind('@') {
         Some(at) => {
-            // Only a `://` before the credentials ends a scheme; one after them is in a path.
-            let start = value[..at].find("://").map_or(0, |i| i + 3);
+            // Only a `://` before the credentials ends a scheme; one after them is in a path, and
+            // one after anything but scheme characters ends no scheme (all before it is hidden).
+            let start = value[..at]
+                .find("://")
+                .filter(|&i| {
+                    value[..i]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+                })
+                .map_or(0, |i| i + 3);
             format!("{}***{}", &value[..start], &value[at..])
         }
         None => value.to_owned(),
     };
     let mut out = String::with_capacity(shown.len().min(MAX_SHOWN_LEN + 8));
-    for (count, c) in shown.chars().enumerate() {
-        if count == MAX_SHOWN_LEN {
+    // Counted as shown: an escaped control character takes up to six.
+    let mut count = 0;
+    for c in shown.chars() {
+        let escaped = c.escape_default();
+        let width = if c.is_control() { escaped.len() } else { 1 };
+        if count + width > MAX_SHOWN_LEN {
             out.push('…');
             break;
         }
+        count += width;
         if c.is_control() {
-            out.extend(c.escape_default());
+            out.extend(escaped);
         } else {
             out.push(c);
         }

@@ -1,4 +1,4 @@
-//! Table-driven tests of the resolution rules (SPEC §2–§4).
+//! Table-driven tests of the resolution rules (docs/configuration.md §2–§4).
 
 use std::collections::BTreeMap;
 

@@ -1,8 +1,10 @@
-//! The client's contract with a build step (SPEC §5), against a real server process.
+//! The client's contract with a build step (docs/configuration.md §5), against a real server process.
 
 use std::{process::Command, time::Instant};
 
-use super::util::{NEXUS, ServerProcess, binary, env_file, repo_root, run, stderr, stdout};
+use super::util::{
+    NEXUS, ServerProcess, assert_exported_nothing, binary, env_file, repo_root, run, stderr, stdout,
+};
 
 fn example_server() -> ServerProcess {
     ServerProcess::start(&repo_root().join("deploy/examples/cluster-config.yaml"))
@@ -145,7 +147,7 @@ fn credentials_in_a_url_fail_closed_without_printing_the_secret() {
 
     let out = run(server.client().args(["env"]));
     assert_eq!(out.status.code(), Some(78), "misconfigured exit code");
-    assert_eq!(stdout(&out), "", "nothing exported");
+    assert_exported_nothing(&out);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     assert!(err.contains("package-registry-proxy-npm-url"), "{err}");
@@ -207,7 +209,7 @@ fn unreachable_server_fails_within_the_deadline() {
     ]));
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(69), "unavailable exit code");
-    assert_eq!(stdout(&out), "");
+    assert_exported_nothing(&out);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("within 1s"), "{err}");

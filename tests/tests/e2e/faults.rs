@@ -15,7 +15,8 @@ use proxyconf_proto::v1::{
 use tonic::{Request, Response};
 
 use super::util::{
-    NEXUS, ServerProcess, binary, env_file, eventually, repo_root, run, stderr, stdout,
+    NEXUS, ServerProcess, assert_exported_nothing, binary, env_file, eventually, repo_root, run,
+    stderr, stdout,
 };
 
 fn free_port() -> u16 {
@@ -44,7 +45,7 @@ fn sigkill_while_clients_wait_fails_closed_within_the_deadline_or_recovers() {
     let started = Instant::now();
     let out = run(server.client().args(["env", "--timeout", "2s"]));
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "", "nothing exported");
+    assert_exported_nothing(&out);
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(4),
@@ -196,7 +197,7 @@ fn an_answer_exporting_path_or_ld_preload_is_refused() {
         let out =
             run(Command::new(binary("proxyconf")).args(["env", "--server", &address.to_string()]));
         assert_eq!(out.status.code(), Some(1), "{env:?}: {}", stderr(&out));
-        assert_eq!(stdout(&out), "", "nothing at all is exported: {env:?}");
+        assert_exported_nothing(&out);
         assert!(
             stderr(&out).contains("refusing the server's answer"),
             "{}",
@@ -235,7 +236,7 @@ fn an_oversized_answer_is_refused() {
     let out =
         run(Command::new(binary("proxyconf")).args(["env", "--server", &address.to_string()]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "");
+    assert_exported_nothing(&out);
     assert!(
         stderr(&out).contains("message length too large"),
         "{}",

@@ -6,8 +6,8 @@ use std::process::Command;
 use proxyconf_e2e::pki::TestCa;
 
 use super::util::{
-    LineProcess, NEXUS, ServerProcess, binary, env_file, eventually, replace_file, run, stderr,
-    stdout,
+    LineProcess, NEXUS, ServerProcess, assert_exported_nothing, binary, env_file, eventually,
+    replace_file, run, stderr, stdout,
 };
 
 /// `https://localhost:PORT` for a server started on 127.0.0.1.
@@ -47,7 +47,7 @@ fn tls_serves_clients_that_trust_its_ca_and_rotates_in_place() {
     // Plaintext against the TLS port, or https without a CA: no answer, nothing exported.
     let plaintext = run(proxyconf().args(["env", "--timeout", "1s", "--server", &server.url]));
     assert!(!plaintext.status.success());
-    assert_eq!(stdout(&plaintext), "");
+    assert_exported_nothing(&plaintext);
     assert!(
         stderr(&plaintext).contains("https://"),
         "{}",
@@ -158,7 +158,7 @@ fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
     // Refused during the handshake (TLS 1.3 tells the client only when it sends its request).
     let refused = with(&rogue.cert, &rogue.key);
     assert!(!refused.status.success(), "{}", stderr(&refused));
-    assert_eq!(stdout(&refused), "", "nothing exported");
+    assert_exported_nothing(&refused);
     assert!(
         stderr(&refused).contains("--client-cert"),
         "{}",
@@ -167,7 +167,7 @@ fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
     let anonymous =
         run(proxyconf().args(["env", "--timeout", "1s", "--server", &url, "--ca-cert", ca]));
     assert!(!anonymous.status.success(), "{}", stderr(&anonymous));
-    assert_eq!(stdout(&anonymous), "");
+    assert_exported_nothing(&anonymous);
 }
 
 #[test]

@@ -176,6 +176,20 @@ pub fn run(command: &mut Command) -> Output {
     }
 }
 
+/// Asserts that a failed `proxyconf env` printed nothing but the shell failure guard for its exit
+/// code: no variable, only what makes `eval "$(proxyconf env)"` fail with the same code.
+pub fn assert_exported_nothing(output: &Output) {
+    let code = output.status.code().expect("an exit code");
+    assert_ne!(code, 0, "{}", stderr(output));
+    let guard = proxyconf::render::shell_failure_guard(u8::try_from(code).unwrap());
+    assert_eq!(
+        stdout(output),
+        guard,
+        "nothing exported: {}",
+        stderr(output)
+    );
+}
+
 /// Standard output as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
