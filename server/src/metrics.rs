@@ -1,14 +1,24 @@
-//! Prometheus metrics (text format at `/metrics` on a listener of their own), so that the gRPC
-//! port stays gRPC-only and the NetworkPolicy can admit each from different places.
+//! Prometheus metrics (at `/metrics` on a listener of their own), so that the gRPC port stays
+//! gRPC-only and the NetworkPolicy can admit each from different places.
+//!
+//! OpenMetrics when the scraper accepts it (Prometheus does), the Prometheus text format 0.0.4
+//! otherwise (curl, `promtool check metrics`, which reads only that one); the sample names are
+//! the same in both.
 
 use std::{
     sync::{Arc, Mutex},
     time::SystemTime,
 };
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, header},
+    response::IntoResponse,
+    routing::get,
+};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    encoding::{EncodeLabelSet, EncodeLabelValue, prometheus_text, text},
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
@@ -59,6 +69,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates the `Resolve` counter of every outcome at 0, so that the first failure shows in
+    /// `rate()` (a series that first appears at 1 has no increase) and alerts see the series.
+    fn export_every_outcome(&self) {
+        for outcome in [Outcome::Ok, Outcome::Unavailable, Outcome::InvalidArgument] {
+            drop(
+                self.resolve_requests
+                    .get_or_create(&OutcomeLabels { outcome }),
+            );
+        }
+    }
+
     /// Sets the gauges that describe `snapshot`, as of `now`.
     pub fn observe(&self, snapshot: &Snapshot, now: SystemTime) {
         let stale = snapshot.failure.as_ref();
@@ -81,6 +102,7 @@ impl Metrics {
 
     /// A registry (prefix `proxyconf`) holding these metrics and the build info.
     fn registry(self: &Arc<Self>) -> Registry {
+        self.export_every_outcome();
         let mut registry = Registry::with_prefix("proxyconf");
         registry.register(
             "resolve_requests",
@@ -178,21 +200,93 @@ pub async fn serve(
         .await
 }
 
-async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
+async fn scrape(State(scrape): State<Scrape>, headers: HeaderMap) -> impl IntoResponse {
     let snapshot = scrape.snapshots.borrow().clone();
     scrape.metrics.observe(&snapshot, SystemTime::now());
+    let format = Format::negotiate(headers.get(header::ACCEPT));
     let mut body = String::new();
     // Encoding into a String cannot fail; a poisoned lock only means a panicked scrape.
     let registry = scrape
         .registry
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let _ = encode(&mut body, &registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
+    let _ = format.encode(&mut body, &registry);
+    ([(header::CONTENT_TYPE, format.content_type())], body)
+}
+
+/// The exposition formats served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4.
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics when `accept` names it, the text format otherwise.
+    fn negotiate(accept: Option<&HeaderValue>) -> Self {
+        let accepted = accept
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("application/openmetrics-text"));
+        if accepted {
+            Self::OpenMetrics
+        } else {
+            Self::Text
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => prometheus_text::CONTENT_TYPE,
+        }
+    }
+
+    fn encode(self, body: &mut String, registry: &Registry) -> std::fmt::Result {
+        match self {
+            Self::OpenMetrics => text::encode(body, registry),
+            Self::Text => prometheus_text::encode(body, registry),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Prometheus sends by default.
+    const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let negotiate =
+            |accept: &'static str| Format::negotiate(Some(&HeaderValue::from_static(accept)));
+        assert_eq!(negotiate(PROMETHEUS_ACCEPT), Format::OpenMetrics);
+        assert_eq!(negotiate("text/plain;version=0.0.4"), Format::Text);
+        assert_eq!(negotiate("*/*"), Format::Text);
+        assert_eq!(Format::negotiate(None), Format::Text);
+    }
+
+    #[test]
+    fn both_formats_name_the_samples_alike() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.resolved(Outcome::Unavailable);
+        let registry = metrics.registry();
+        for format in [Format::OpenMetrics, Format::Text] {
+            let mut body = String::new();
+            format.encode(&mut body, &registry).unwrap();
+            for line in [
+                "proxyconf_resolve_requests_total{outcome=\"Unavailable\"} 1",
+                "proxyconf_resolve_requests_total{outcome=\"InvalidArgument\"} 0",
+                "proxyconf_build_info{version=\"",
+            ] {
+                assert!(body.contains(line), "{format:?}: no {line:?} in\n{body}");
+            }
+            assert_eq!(
+                body.contains("# EOF"),
+                format == Format::OpenMetrics,
+                "{body}"
+            );
+        }
+    }
 }

@@ -34,4 +34,5 @@ mod kubernetes {
 }
 
 mod deploy;
+mod monitoring;
 mod repository;
