@@ -70,16 +70,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", env = "PROXYCONF_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
 
-    /// Overall deadline, retries included (e.g. 500ms, 3s, 1m).
+    /// Overall deadline, retries included (e.g. 500ms, 3s, 1m) [default: 10s; 3s for status].
     #[arg(
         long,
         env = "PROXYCONF_TIMEOUT",
-        default_value = "10s",
         value_parser = humantime::parse_duration,
         global = true,
         value_name = "DURATION"
     )]
-    pub timeout: Duration,
+    pub timeout: Option<Duration>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -122,6 +121,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Show the whole history the server keeps (its last 32 changes), not only the last 3.
+        #[arg(long)]
+        history: bool,
     },
     /// The init task's step: a drop-in for `konflux-build-cli config cache-proxy`. Writes the
     /// OCI cache proxy's `http-proxy` and `no-proxy` result files (exact values, empty when not
@@ -162,6 +164,17 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+impl Cli {
+    /// The overall deadline: `--timeout`, or the command's default (a person waiting for
+    /// `status` wants a quick answer; a build step rides out a rolling restart).
+    pub fn deadline(&self) -> Duration {
+        self.timeout.unwrap_or(match self.command {
+            Command::Status { .. } => Duration::from_secs(3),
+            _ => Duration::from_secs(10),
+        })
+    }
 }
 
 /// What to ask the server for.
@@ -437,7 +450,12 @@ mod tests {
     #[test]
     fn timeout_and_server() {
         let cli = parse(&["--timeout", "1500ms", "status", "--server", "h:1"]).unwrap();
-        assert_eq!(cli.timeout, Duration::from_millis(1500));
+        assert_eq!(cli.deadline(), Duration::from_millis(1500));
+        assert_eq!(
+            parse(&["status"]).unwrap().deadline(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(parse(&["env"]).unwrap().deadline(), Duration::from_secs(10));
         assert_eq!(cli.server, "h:1");
         assert!(parse(&["--timeout", "soon", "status"]).is_err());
     }

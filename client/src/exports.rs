@@ -49,7 +49,7 @@ pub fn variables(resolution: &Resolution, wanted: &Wanted<'_>) -> Result<Variabl
                     .to_owned(),
             )
         })?;
-        for (name, value) in cache_proxy_variables(section)? {
+        for (name, value) in cache_proxy_variables(section, &source_name(resolution))? {
             insert(&mut variables, name, value)?;
         }
     }
@@ -59,7 +59,7 @@ pub fn variables(resolution: &Resolution, wanted: &Wanted<'_>) -> Result<Variabl
 /// The cache proxy's variables. The build asked for it, so it fails closed when the settings are
 /// invalid or the administrator's switch is unreadable; problems with values the administrator
 /// does not use (the cache proxy switched off) do not block.
-fn cache_proxy_variables(section: &CacheProxy) -> Result<Variables, Failure> {
+fn cache_proxy_variables(section: &CacheProxy, source: &str) -> Result<Variables, Failure> {
     let blocking: Vec<&Problem> = section
         .problems
         .iter()
@@ -70,7 +70,7 @@ fn cache_proxy_variables(section: &CacheProxy) -> Result<Variables, Failure> {
     if !blocking.is_empty() {
         return Err(Failure::Misconfigured(format!(
             "the OCI cache proxy configuration is invalid: {}. Ask the cluster administrator to \
-             fix the ConfigMap konflux-info/cluster-config, or set enable-cache-proxy to false",
+             fix {source}, or set enable-cache-proxy to false",
             describe(&blocking)
         )));
     }
@@ -111,7 +111,10 @@ fn package_registry_variables(
         })
         .collect();
     if !blocking.is_empty() {
-        return Err(Failure::Misconfigured(misconfigured_message(&blocking)));
+        return Err(Failure::Misconfigured(misconfigured_message(
+            &blocking,
+            &source_name(resolution),
+        )));
     }
     if !resolution.active {
         return Ok(Variables::new());
@@ -166,18 +169,31 @@ fn insert(variables: &mut Variables, name: String, value: String) -> Result<(), 
 fn describe(problems: &[&Problem]) -> String {
     problems
         .iter()
-        .map(|p| format!("{}={:?}: {}", p.key, p.value, p.reason))
+        .map(|p| format!("{}={:?}: {}", p.key, p.value, one_line(&p.reason)))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn misconfigured_message(problems: &[&Problem]) -> String {
+fn misconfigured_message(problems: &[&Problem], source: &str) -> String {
     format!(
         "the package registry proxy configuration is invalid, so the build stops instead of \
-         fetching from upstream: {}. Ask the cluster administrator to fix the ConfigMap \
-         konflux-info/cluster-config, or opt out with --enable-package-registry-proxy=false",
+         fetching from upstream: {}. Ask the cluster administrator to fix {source}, or opt out \
+         with --enable-package-registry-proxy=false",
         describe(problems)
     )
+}
+
+/// What the answer came from, for messages: `kubernetes konflux-info/cluster-config`, `file
+/// PATH`, or, from a server older than this client, the default ConfigMap.
+fn source_name(resolution: &Resolution) -> String {
+    match resolution.source.as_ref().map(|s| s.location.as_str()) {
+        Some(location) if !location.is_empty() => one_line(location),
+        _ => "the ConfigMap konflux-info/cluster-config".to_owned(),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

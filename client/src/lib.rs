@@ -63,8 +63,8 @@ impl Target {
         Ok(Self {
             servers: Servers::parse(&cli.server, &tls)?,
             address: cli.server.clone(),
-            timeout: cli.timeout,
-            deadline: Instant::now() + cli.timeout,
+            timeout: cli.deadline(),
+            deadline: Instant::now() + cli.deadline(),
         })
     }
 }
@@ -135,8 +135,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             finish(record.as_deref(), &cli.server, result)
         }
         Command::Install { dir } => install(&dir),
-        Command::Watch { request } => watch(&target?.servers, cli.timeout, &request).await,
-        Command::Status { json } => {
+        Command::Watch { request } => {
+            let target = target?;
+            watch(&target.servers, target.timeout, &request).await
+        }
+        Command::Status { json, history } => {
             let target = target?;
             let server = &target.servers;
             let status = remote::call_with_retries(server, target.deadline, |mut c| async move {
@@ -145,11 +148,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     .map(tonic::Response::into_inner)
             })
             .await
-            .map_err(|e| e.into_failure(server, cli.timeout))?;
+            .map_err(|e| e.into_status_failure(server, target.timeout))?;
             let text = if json {
                 format!("{}\n", to_json(&status)?)
             } else {
-                status::render(&status, SystemTime::now())
+                let shown = if history {
+                    usize::MAX
+                } else {
+                    status::RECENT_HISTORY
+                };
+                status::render(&status, SystemTime::now(), shown)
             };
             write_stdout(text.as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -445,6 +453,7 @@ async fn watch(
     }
     let request = resolve_request(&request);
     let mut last_version = String::new();
+    let mut last_stale = false;
     loop {
         let deadline = Instant::now() + timeout;
         let watch_request = WatchRequest {
@@ -464,11 +473,13 @@ async fn watch(
         loop {
             match stream.message().await {
                 Ok(Some(resolution)) => {
-                    if resolution.version == last_version {
+                    let stale = resolution.source.as_ref().is_some_and(|s| s.stale);
+                    if resolution.version == last_version && stale == last_stale {
                         continue;
                     }
                     write_stdout(format!("{}\n", to_json(&resolution)?).as_bytes())?;
                     last_version = resolution.version;
+                    last_stale = stale;
                 }
                 Ok(None) => {
                     // A server ends streams with a status; a plain end is a proxy in between or

@@ -252,7 +252,11 @@ impl CallError {
                 let mut text = e.to_string();
                 let mut cause = std::error::Error::source(e);
                 while let Some(c) = cause {
-                    text = format!("{text}: {c}");
+                    // hyper and tonic often repeat their cause in their own message.
+                    let c_text = c.to_string();
+                    if !text.contains(&c_text) {
+                        text = format!("{text}: {c_text}");
+                    }
                     cause = c.source();
                 }
                 format!("cannot connect: {text}")
@@ -260,6 +264,24 @@ impl CallError {
             Self::Status(_) => self.to_string(),
             Self::DeadlineExceeded(Some(last)) => last.describe(),
             Self::DeadlineExceeded(None) => "no answer".to_owned(),
+        }
+    }
+
+    /// The failure of `proxyconf status` for this error: the same as [`Self::into_failure`] but
+    /// for the advice, which is about reaching the server, not about a build.
+    pub fn into_status_failure(self, servers: &Servers, timeout: Duration) -> Failure {
+        let cause = self.describe();
+        match self.into_failure(servers, timeout) {
+            Failure::Unavailable(_) => Failure::Unavailable(format!(
+                "no status from {} within {} ({}): check that proxyconf-server runs and that \
+                 --server points at it (in a cluster: kubectl -n proxyconf get pods, then \
+                 kubectl -n proxyconf port-forward svc/proxyconf 50051), or give it longer with \
+                 --timeout",
+                servers.describe(),
+                humantime::format_duration(timeout),
+                cause
+            )),
+            other => other,
         }
     }
 

@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod jitter;
 pub mod metrics;
 pub mod resolve;

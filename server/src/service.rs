@@ -131,6 +131,7 @@ impl ProxyConfig for ProxyConfigService {
             draining: self.draining.clone(),
             scope,
             last_version: request.resume_from_version,
+            last_stale: false,
             expires,
             ended: false,
             _counted: Counted::new(self.metrics.clone()),
@@ -163,6 +164,9 @@ struct Subscription {
     scope: Scope,
     /// The version the client has; nothing is sent while it stays current.
     last_version: String,
+    /// Whether the client was last told that the source is stale (a resuming client is assumed
+    /// to believe it fresh).
+    last_stale: bool,
     /// When this stream ends so that the client reconnects.
     expires: Option<tokio::time::Instant>,
     /// Set after the final status, to end the stream.
@@ -181,9 +185,11 @@ impl Subscription {
             }
             let snapshot = self.snapshots.borrow_and_update().clone();
             if let Some(resolution) = snapshot.resolution(&self.scope)
-                && resolution.version != self.last_version
+                && (resolution.version != self.last_version
+                    || is_stale(&resolution) != self.last_stale)
             {
                 self.last_version.clone_from(&resolution.version);
+                self.last_stale = is_stale(&resolution);
                 self._counted.0.watch_messages.inc();
                 return Some((Ok(Resolution::clone(&resolution)), self));
             }
@@ -215,6 +221,11 @@ impl Subscription {
         self.ended = true;
         Some((Err(tonic::Status::unavailable(why)), self))
     }
+}
+
+/// Whether an answer says that its source is stale.
+fn is_stale(resolution: &Resolution) -> bool {
+    resolution.source.as_ref().is_some_and(|s| s.stale)
 }
 
 /// Counts itself in the subscribers gauge while it lives.

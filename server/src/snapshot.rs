@@ -16,6 +16,7 @@ use proxyconf_proto::v1::{
 };
 
 use crate::{
+    history::History,
     resolve::{self, Policy, ProblemCode, Resolved, cache_proxy::CacheProxy, package_manager},
     source::SourceDescription,
 };
@@ -42,6 +43,8 @@ pub struct Snapshot {
     /// Answers already computed from this snapshot, by request: every request and Watch
     /// subscriber with the same scope shares one (computed, versioned) answer.
     pub answers: Arc<AnswerCache>,
+    /// The last distinct changes, newest first.
+    pub history: History,
 }
 
 /// Answers computed from one snapshot, bounded so that many distinct scopes over a huge
@@ -105,6 +108,17 @@ impl Snapshot {
             last_seen: None,
             failure: None,
             answers: Arc::default(),
+            history: History::default(),
+        }
+    }
+
+    /// The one state of the source: not yet synced, synced, stale or missing.
+    pub fn serving_state(&self) -> pb::ServingState {
+        match (self.is_synced(), &self.failure, self.state) {
+            (false, _, _) => pb::ServingState::NotSynced,
+            (true, Some(_), _) => pb::ServingState::Stale,
+            (true, None, SourceState::Missing) => pb::ServingState::Missing,
+            (true, None, _) => pb::ServingState::Synced,
         }
     }
 
@@ -171,16 +185,19 @@ impl Snapshot {
             problems,
             source: Some(SourceRef {
                 state: self.state.into(),
-                resource_version: String::new(),
+                ..SourceRef::default()
             }),
             cache_proxy: scope
                 .enable_cache_proxy
                 .then(|| cache_proxy_section(&resolved.cache_proxy)),
         };
-        // The version covers everything but itself and the resource version.
+        // The version covers everything but itself and the source's informational fields.
         resolution.version = content_version(&resolution.encode_to_vec());
         if let Some(source) = resolution.source.as_mut() {
             source.resource_version = self.resource_version.clone().unwrap_or_default();
+            source.stale = self.failure.is_some();
+            source.stale_since_unix_ms = unix_ms(self.failure.as_ref().map(|f| f.since));
+            source.location = self.source.to_string();
         }
         resolution
     }
@@ -194,6 +211,9 @@ impl Snapshot {
             source: Some(SourceRef {
                 state: self.state.into(),
                 resource_version: self.resource_version.clone().unwrap_or_default(),
+                stale: self.failure.is_some(),
+                stale_since_unix_ms: unix_ms(self.failure.as_ref().map(|f| f.since)),
+                location: self.source.to_string(),
             }),
             last_change_unix_ms: unix_ms(self.last_change),
             last_seen_unix_ms: unix_ms(self.last_seen),
@@ -228,6 +248,8 @@ impl Snapshot {
             cache_http_proxy: resolved
                 .and_then(|r| r.cache_proxy.http_proxy.clone())
                 .unwrap_or_default(),
+            state: self.serving_state().into(),
+            history: self.history.entries().cloned().collect(),
         }
     }
 }

@@ -8,14 +8,15 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
-use proxyconf_proto::v1::SourceState;
+use proxyconf_proto::v1::{HistoryEntry, SourceState};
 use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
 use crate::{
+    history::Change,
     metrics::Metrics,
     resolve::{Resolved, resolve},
-    snapshot::{Snapshot, SourceFailure},
+    snapshot::{Scope, Snapshot, SourceFailure},
     source::{ConfigMapState, SourceEvent, error_chain},
 };
 
@@ -85,70 +86,134 @@ pub(crate) async fn sleep_until_or_forever(deadline: Option<Instant>) {
 /// The snapshot that follows `current` after `event` at `now`.
 pub fn apply(current: &Snapshot, event: SourceEvent, now: SystemTime) -> Snapshot {
     match event {
-        SourceEvent::Observed(state) => {
-            if let Some(failure) = &current.failure {
-                info!(source = %current.source, failed_since = ?failure.since, "source recovered");
-            }
-            let (resolved, state_kind, resource_version) = match state {
-                ConfigMapState::Present {
-                    data,
-                    resource_version,
-                } => (
-                    resolve(&data, &current.policy),
-                    SourceState::Synced,
-                    resource_version,
-                ),
-                // An absent ConfigMap: every key has its default.
-                ConfigMapState::Missing => (
-                    resolve(&BTreeMap::new(), &current.policy),
-                    SourceState::Missing,
-                    None,
-                ),
-            };
-            let changed =
-                current.resolved.as_deref() != Some(&resolved) || current.state != state_kind;
-            let resolved = if changed {
-                log_change(current, &resolved, state_kind);
-                Arc::new(resolved)
-            } else {
-                // Keep the same allocation: nothing a request sees has changed.
-                current
-                    .resolved
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(resolved))
-            };
-            Snapshot {
-                source: current.source.clone(),
-                policy: current.policy.clone(),
-                resolved: Some(resolved),
-                state: state_kind,
-                resource_version,
-                last_change: if changed {
-                    Some(now)
-                } else {
-                    current.last_change
-                },
-                last_seen: Some(now),
-                failure: None,
-                answers: Arc::default(),
-            }
+        SourceEvent::Observed(state) => observed(current, state, now),
+        SourceEvent::Failed(error) => failed(current, &one_line(&error_chain(error.as_ref())), now),
+    }
+}
+
+/// The source delivered a state: resolved, compared, recorded in the history when it differs.
+fn observed(current: &Snapshot, state: ConfigMapState, now: SystemTime) -> Snapshot {
+    let mut history = current.history.clone();
+    if let Some(failure) = &current.failure {
+        info!(source = %current.source, failed_since = %rfc3339(failure.since), "source recovered");
+        history = history.with(Change::default().entry("recovered", now));
+    }
+    let (resolved, state_kind, resource_version) = match state {
+        ConfigMapState::Present {
+            data,
+            resource_version,
+        } => (
+            resolve(&data, &current.policy),
+            SourceState::Synced,
+            resource_version,
+        ),
+        // An absent ConfigMap: every key has its default.
+        ConfigMapState::Missing => (
+            resolve(&BTreeMap::new(), &current.policy),
+            SourceState::Missing,
+            None,
+        ),
+    };
+    let changed = current.resolved.as_deref() != Some(&resolved) || current.state != state_kind;
+    let resolved = if changed {
+        log_change(current, &resolved, state_kind);
+        Arc::new(resolved)
+    } else {
+        // Keep the same allocation: nothing a request sees has changed.
+        current
+            .resolved
+            .clone()
+            .unwrap_or_else(|| Arc::new(resolved))
+    };
+    let mut next = Snapshot {
+        source: current.source.clone(),
+        policy: current.policy.clone(),
+        resolved: Some(resolved),
+        state: state_kind,
+        resource_version,
+        last_change: if changed {
+            Some(now)
+        } else {
+            current.last_change
+        },
+        last_seen: Some(now),
+        failure: None,
+        answers: Arc::default(),
+        history,
+    };
+    if changed {
+        let event = match (current.is_synced(), state_kind) {
+            (false, _) => "first-sync",
+            (true, SourceState::Missing) => "missing",
+            (true, _) => "changed",
+        };
+        let mut entry = history_entry(current, &next, event, now);
+        if event == "first-sync" {
+            // Against nothing, every switch "flips": the state itself is what matters.
+            entry.switches.clear();
         }
-        SourceEvent::Failed(error) => {
-            let error = error_chain(error.as_ref());
-            if current.is_synced() {
-                warn!(source = %current.source, error = %error, "source failed; serving the last good state");
-            } else {
-                warn!(source = %current.source, error = %error, "source failed before the first state; not serving yet");
-            }
-            Snapshot {
-                failure: Some(SourceFailure {
-                    since: current.failure.as_ref().map_or(now, |f| f.since),
-                    error,
-                }),
-                ..current.clone()
-            }
+        next.history = next.history.with(entry);
+    }
+    next
+}
+
+/// The history entry of the change from `before` to `after`, with the new version.
+fn history_entry(
+    before: &Snapshot,
+    after: &Snapshot,
+    event: &str,
+    now: SystemTime,
+) -> HistoryEntry {
+    let empty = Resolved::default();
+    let old = before.resolved.as_deref().unwrap_or(&empty);
+    let new = after.resolved.as_deref().unwrap_or(&empty);
+    HistoryEntry {
+        version: after
+            .resolution(&Scope::all())
+            .map(|r| r.version.clone())
+            .unwrap_or_default(),
+        resource_version: after.resource_version.clone().unwrap_or_default(),
+        ..Change::between(old, new).entry(event, now)
+    }
+}
+
+/// The source failed: the last good state is kept, marked stale from the first failure on.
+fn failed(current: &Snapshot, error: &str, now: SystemTime) -> Snapshot {
+    if current.is_synced() {
+        warn!(source = %current.source, error = %error, "source failed; serving the last good state");
+    } else {
+        warn!(source = %current.source, error = %error, "source failed before the first state; not serving yet");
+    }
+    let mut next = Snapshot {
+        failure: Some(SourceFailure {
+            since: current.failure.as_ref().map_or(now, |f| f.since),
+            error: error.to_owned(),
+        }),
+        ..current.clone()
+    };
+    if current.failure.is_none() {
+        // Answers say whether they are stale: a new snapshot state needs new answers.
+        next.answers = Arc::default();
+        if current.is_synced() {
+            let entry = HistoryEntry {
+                error: error.to_owned(),
+                ..history_entry(current, current, "stale", now)
+            };
+            next.history = next.history.with(entry);
         }
     }
+    next
+}
+
+/// `text` on one line: a parse error that quotes the file must not break a log line or the
+/// status layout.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `t` as RFC 3339 UTC with seconds, for logs.
+pub fn rfc3339(t: SystemTime) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(t)
 }
 
 /// One info line per change, saying what changed; one warning per problem that is new.

@@ -208,3 +208,53 @@ async fn cache_proxy_changes_reach_only_subscribers_that_enabled_it() {
     let next = within(without.message()).await.unwrap().unwrap();
     assert!(!next.active);
 }
+
+#[tokio::test]
+async fn a_subscriber_learns_that_the_source_went_stale_and_recovered() {
+    let server = TestServer::with(base().resource_version("1")).await;
+    let mut client = server.client().await;
+    let mut stream = client
+        .watch(watch_request(&[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(stream.message()).await.unwrap().unwrap();
+    assert!(!first.source.as_ref().unwrap().stale);
+
+    server
+        .send(proxyconf_server::source::SourceEvent::Failed(
+            "the API server refused: 403\nForbidden".into(),
+        ))
+        .await;
+    let stale = within(stream.message()).await.unwrap().unwrap();
+    assert_eq!(stale.version, first.version, "the content did not change");
+    let source = stale.source.as_ref().unwrap();
+    assert!(source.stale);
+    assert!(source.stale_since_unix_ms > 0);
+    assert_eq!(source.location, "file test/cluster-config.yaml");
+
+    // Another failure while stale is not news; recovery is.
+    server
+        .send(proxyconf_server::source::SourceEvent::Failed(
+            "still refused".into(),
+        ))
+        .await;
+    server.observe(base().resource_version("2")).await;
+    let recovered = within(stream.message()).await.unwrap().unwrap();
+    assert_eq!(recovered.version, first.version);
+    assert!(!recovered.source.as_ref().unwrap().stale);
+
+    let status = client
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state(), proxyconf_proto::v1::ServingState::Synced);
+    let events: Vec<&str> = status.history.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["recovered", "stale", "first-sync"], "newest first");
+    assert_eq!(
+        status.history[1].error, "the API server refused: 403 Forbidden",
+        "one line"
+    );
+    assert_eq!(status.history[2].version, first.version);
+}

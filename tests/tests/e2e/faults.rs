@@ -86,7 +86,7 @@ fn a_truncated_manifest_keeps_the_last_good_state() {
     let cut = manifest.find("package-registry-proxy-pip-url").unwrap() + 20;
     std::fs::write(&file, &manifest[..cut]).unwrap();
     eventually("status shows the file as stale", || {
-        stdout(&run(server.client().args(["status"]))).contains("stale:            yes")
+        stdout(&run(server.client().args(["status"]))).contains("state:            stale for ")
     });
     let after = run(server.client().args(["env", "--quiet"]));
     assert!(after.status.success());

@@ -59,11 +59,22 @@ fn a_file_edit_reaches_env_and_watch() {
     );
     assert!(!stdout(&env).contains("HERMETO_CARGO__PROXY_URL"));
 
-    // A broken file keeps the last good state, visible as stale in status.
+    // A broken file keeps the last good state, visible as stale in status; the watcher is told
+    // without polling (the same version, marked stale).
     std::fs::write(&file, "this line is not key=value\nbroken\n").unwrap();
-    eventually("status shows the file as stale", || {
-        stdout(&run(server.client().args(["status"]))).contains("stale:            yes")
-    });
+    let stale = lines.next_json();
+    assert_eq!(
+        stale["version"], second["version"],
+        "the content did not change"
+    );
+    assert_eq!(stale["source"]["stale"], true, "{stale}");
+    let status = stdout(&run(server.client().args(["status"])));
+    assert!(status.contains("state:            stale for "), "{status}");
+    assert!(
+        !status.contains("synced"),
+        "one state, no contradiction: {status}"
+    );
+    assert!(status.contains(") stale; version"), "history: {status}");
     let env = run(server.client().args(["env", "--quiet"]));
     assert!(env.status.success());
     assert!(
@@ -71,9 +82,10 @@ fn a_file_edit_reaches_env_and_watch() {
         "last good state served"
     );
 
-    // Turning the proxy off reaches the watcher.
+    // Turning the proxy off reaches the watcher (the source recovers with it).
     replace_file(&file, "allow-package-registry-proxy=false\n");
     let third = lines.next_json();
     assert_eq!(third["active"], false);
+    assert_eq!(third["source"]["stale"], false, "not stale: {third}");
     assert_eq!(third["decision"], "DECISION_ADMINISTRATOR_OFF");
 }
