@@ -221,9 +221,13 @@ pub async fn run(
 }
 
 /// Reflection over this server's services. grpcurl 1.8 speaks only v1alpha, newer tools v1, so
-/// both are served from the same descriptors.
+/// both are served from the same descriptors, and each lists both (by default each lists only
+/// itself, and `grpcurl list` would not show v1).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
         .register_encoded_file_descriptor_set(proxyconf_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }

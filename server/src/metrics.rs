@@ -39,6 +39,21 @@ struct OutcomeLabels {
     outcome: Outcome,
 }
 
+/// The one state of the source, as `GetStatus` and `proxyconf status` name it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the label values, as PromQL writes them
+enum SourceState {
+    not_synced,
+    synced,
+    stale,
+    missing,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: SourceState,
+}
+
 /// Every metric the server exports. Cheap to share (`Arc`); updating is lock-free.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -56,6 +71,7 @@ pub struct Metrics {
     source_stale: Gauge,
     source_stale_seconds: Gauge,
     source_synced: Gauge,
+    source_state: Family<StateLabels, Gauge>,
     config_problems: Gauge,
     proxy_allowed: Gauge,
     package_managers: Gauge,
@@ -90,6 +106,22 @@ impl Metrics {
                 .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
         );
         self.source_synced.set(i64::from(snapshot.is_synced()));
+        let current = match snapshot.serving_state() {
+            proxyconf_proto::v1::ServingState::Synced => SourceState::synced,
+            proxyconf_proto::v1::ServingState::Stale => SourceState::stale,
+            proxyconf_proto::v1::ServingState::Missing => SourceState::missing,
+            _ => SourceState::not_synced,
+        };
+        for state in [
+            SourceState::not_synced,
+            SourceState::synced,
+            SourceState::stale,
+            SourceState::missing,
+        ] {
+            self.source_state
+                .get_or_create(&StateLabels { state })
+                .set(i64::from(state == current));
+        }
         let resolved = snapshot.resolved.as_deref();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.config_problems
@@ -133,6 +165,11 @@ impl Metrics {
             "source_errors",
             "Failures to read the ConfigMap",
             self.source_errors.clone(),
+        );
+        registry.register(
+            "source_state",
+            "1 for the source's state (not_synced, synced, stale, missing), 0 for the others",
+            self.source_state.clone(),
         );
         registry.register(
             "source_stale",

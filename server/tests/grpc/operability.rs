@@ -191,6 +191,9 @@ async fn metrics_describe_calls_and_configuration() {
         "proxyconf_package_registry_proxy_allowed 1",
         "proxyconf_source_synced 1",
         "proxyconf_source_stale 0",
+        "proxyconf_source_state{state=\"synced\"} 1",
+        "proxyconf_source_state{state=\"stale\"} 0",
+        "proxyconf_source_state{state=\"not_synced\"} 0",
         "proxyconf_config_changes_total 1",
         "proxyconf_watch_subscribers 0",
         concat!(
@@ -212,8 +215,19 @@ async fn metrics_describe_calls_and_configuration() {
     server
         .send(proxyconf_server::source::SourceEvent::Failed("gone".into()))
         .await;
-    eventually(|| async { server.metrics().await.contains("proxyconf_source_stale 1") }).await;
+    // (A sample line, not the HELP text, which also starts with "proxyconf_source_stale 1".)
+    eventually(|| async { server.metric("proxyconf_source_stale").await == 1.0 }).await;
     assert_eq!(server.metric("proxyconf_source_errors_total").await, 1.0);
+    let text = server.metrics().await;
+    for line in [
+        "proxyconf_source_state{state=\"stale\"} 1",
+        "proxyconf_source_state{state=\"synced\"} 0",
+    ] {
+        assert!(
+            text.contains(line),
+            "one state at a time: {line:?} in\n{text}"
+        );
+    }
 }
 
 #[tokio::test]
