@@ -245,6 +245,27 @@ impl CallError {
         }
     }
 
+    /// Which side refused a TLS connection, when the error shows it: the client's verification of
+    /// the server's certificate, or the server ending the connection at its first request (TLS
+    /// 1.3 servers refuse a client certificate only after the client finished its handshake).
+    fn tls_refusal(&self, servers: &Servers) -> Option<&'static str> {
+        let text = self.describe();
+        if text.contains("invalid peer certificate") {
+            return Some(
+                "this client refused the server's certificate: it is not signed by --ca-cert, or \
+                 not for the host in --server",
+            );
+        }
+        // hyper reports the connection the server closed as a transport error, or as a
+        // cancelled request when the close races with it.
+        let server_closed = servers.urls.iter().any(|u| u.starts_with("https://"))
+            && matches!(self, Self::Status(s) if matches!(s.code(), Code::Unknown | Code::Cancelled));
+        (server_closed || text.contains("received fatal alert")).then_some(
+            "the server ended the TLS connection: it refused this client, most likely its \
+             certificate (none given, or not signed by the server's --tls-client-ca)",
+        )
+    }
+
     /// The cause, as one line: the innermost error of a connection failure says the most.
     pub fn describe(&self) -> String {
         match self {
@@ -291,6 +312,11 @@ impl CallError {
             Self::Status(status) if status.code() == Code::InvalidArgument => Failure::Usage(
                 format!("the server refused the request: {}", status.message()),
             ),
+            Self::Status(_) if self.tls_refusal(servers).is_some() => Failure::Other(format!(
+                "{} ({}); check --server, --ca-cert, --client-cert and --client-key",
+                self.tls_refusal(servers).unwrap_or_default(),
+                self.describe()
+            )),
             Self::Status(status) if !self.is_retryable() => Failure::Other(format!(
                 "the server at {} failed: {}: {}; check that --server points at proxyconf-server, \
                  with https:// and --ca-cert if it serves TLS, and --client-cert/--client-key \
@@ -300,12 +326,15 @@ impl CallError {
                 status.message()
             )),
             _ => Failure::Unavailable(format!(
-                "cannot get package registry proxy settings from {} within {} ({}); the build \
+                "cannot get package registry proxy settings from {} within {} ({}{}); the build \
                  stops instead of fetching from upstream: check that proxyconf-server runs and \
                  --server points at it, or pass --allow-direct-on-unavailable to go on without \
                  the proxy",
                 servers.describe(),
                 humantime::format_duration(timeout),
+                self.tls_refusal(servers)
+                    .map(|r| format!("{r}: "))
+                    .unwrap_or_default(),
                 self.describe()
             )),
         }

@@ -146,6 +146,7 @@ pub fn incoming(
     let current = Arc::new(RwLock::new(Arc::new(files.load()?)));
     tokio::spawn(reload(files, current.clone()));
     let (tx, rx) = mpsc::channel(64);
+    let refusals = Arc::new(Refusals::default());
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -169,19 +170,59 @@ pub fn incoming(
                 debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
             let tx = tx.clone();
+            let refusals = refusals.clone();
             tokio::spawn(async move {
                 let handshake = TlsAcceptor::from(config).accept(tcp);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+                    Ok(Err(error)) => refusals.refused(peer, &error),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),
                 }
             });
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// How often a refused TLS handshake is logged at most: a scanner or a misconfigured client
+/// retrying in a loop must not flood the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs refused TLS handshakes (a client certificate the server does not accept, a client that
+/// does not trust the server, plaintext on the TLS port), one warning per interval with the count
+/// of those not logged.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// When the last warning was written, and how many refusals came since.
+    state: std::sync::Mutex<(Option<tokio::time::Instant>, u64)>,
+}
+
+impl Refusals {
+    fn refused(&self, peer: std::net::SocketAddr, error: &std::io::Error) {
+        let now = tokio::time::Instant::now();
+        // A poisoned lock only means a panic elsewhere; the counters are still usable.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, suppressed) = &mut *state;
+        if last.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
+            *suppressed += 1;
+            debug!(%peer, %error, "TLS handshake refused");
+            return;
+        }
+        warn!(
+            %peer,
+            %error,
+            not_logged_since_last = *suppressed,
+            "TLS handshake refused (a client certificate this server does not accept, a client \
+             that does not trust this server's certificate, or plaintext on the TLS port)"
+        );
+        *last = Some(now);
+        *suppressed = 0;
+    }
 }
 
 async fn reload(files: TlsFiles, current: Arc<RwLock<Arc<ServerConfig>>>) {

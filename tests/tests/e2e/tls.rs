@@ -96,6 +96,11 @@ fn tls_serves_clients_that_trust_its_ca_and_rotates_in_place() {
         Some(69),
         "the old CA no longer verifies the server"
     );
+    assert!(
+        stderr(&old).contains("this client refused the server's certificate"),
+        "says which side refused: {}",
+        stderr(&old)
+    );
 
     // The server never restarted: the subscriber's connection carries the next change.
     replace_file(
@@ -168,6 +173,27 @@ fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
         run(proxyconf().args(["env", "--timeout", "1s", "--server", &url, "--ca-cert", ca]));
     assert!(!anonymous.status.success(), "{}", stderr(&anonymous));
     assert_exported_nothing(&anonymous);
+    for out in [&refused, &anonymous] {
+        assert!(
+            stderr(out).contains("the server ended the TLS connection: it refused this client"),
+            "says which side refused: {}",
+            stderr(out)
+        );
+    }
+
+    // The server says so too, once per interval however often clients retry.
+    eventually("the server logs the refused handshake", || {
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("TLS handshake refused"))
+    });
+    let warnings = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("TLS handshake refused") && l.contains("WARN"))
+        .count();
+    assert_eq!(warnings, 1, "rate-limited: {:?}", server.logs());
 }
 
 #[test]
