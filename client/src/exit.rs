@@ -35,6 +35,10 @@ pub enum Failure {
     Exec(String, u8),
     #[error("{0}")]
     Other(String),
+    /// Standard output was closed by its reader (`proxyconf watch | head -1`): not a failure,
+    /// the process ends quietly with 0.
+    #[error("standard output closed")]
+    BrokenPipe,
 }
 
 impl Failure {
@@ -51,6 +55,7 @@ impl Failure {
             Self::Misconfigured(_) => MISCONFIGURED,
             Self::Exec(_, code) => *code,
             Self::Other(_) => 1,
+            Self::BrokenPipe => 0,
         }
     }
 }

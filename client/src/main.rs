@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(proxyconf::run(cli)) {
         Ok(code) => code,
+        Err(proxyconf::exit::Failure::BrokenPipe) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("proxyconf: error: {failure}");
             failure.exit_code()

@@ -6,10 +6,13 @@ use std::{
     future::Future,
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use proxyconf_proto::v1::proxy_config_client::ProxyConfigClient;
+use proxyconf_proto::{
+    transport::{Backoff, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, error_chain},
+    v1::proxy_config_client::ProxyConfigClient,
+};
 use tokio::time::Instant;
 use tonic::{
     Code,
@@ -115,8 +118,7 @@ impl Servers {
             }
             _ => {}
         }
-        let start =
-            (Jitter::new().spread(Duration::from_secs(1_000)).as_secs() as usize) % urls.len();
+        let start = fastrand::usize(..urls.len());
         Ok(Self {
             urls,
             next: AtomicUsize::new(start),
@@ -190,8 +192,7 @@ where
     F: FnMut(ProxyConfigClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let mut backoff = FIRST_BACKOFF;
-    let mut jitter = Jitter::new();
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         let attempt = async {
             let channel = servers.connect_next().await?;
@@ -205,19 +206,13 @@ where
             Ok(Err(error)) => return Err(error),
             Err(_) => return Err(CallError::DeadlineExceeded(None)),
         };
-        let pause = jitter.spread(backoff);
+        let pause = backoff.next_pause();
         if Instant::now() + pause >= deadline {
             return Err(CallError::DeadlineExceeded(Some(Box::new(last))));
         }
         tokio::time::sleep(pause).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
-
-/// HTTP/2 keepalive, as the server sets it: a PING after 30 s of silence, answered within 10 s,
-/// so that a Watch on a dead connection fails within a minute instead of hanging.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -269,19 +264,7 @@ impl CallError {
     /// The cause, as one line: the innermost error of a connection failure says the most.
     pub fn describe(&self) -> String {
         match self {
-            Self::Connect(e) => {
-                let mut text = e.to_string();
-                let mut cause = std::error::Error::source(e);
-                while let Some(c) = cause {
-                    // hyper and tonic often repeat their cause in their own message.
-                    let c_text = c.to_string();
-                    if !text.contains(&c_text) {
-                        text = format!("{text}: {c_text}");
-                    }
-                    cause = c.source();
-                }
-                format!("cannot connect: {text}")
-            }
+            Self::Connect(e) => format!("cannot connect: {}", error_chain(e)),
             Self::Status(_) => self.to_string(),
             Self::DeadlineExceeded(Some(last)) => last.describe(),
             Self::DeadlineExceeded(None) => "no answer".to_owned(),
@@ -341,27 +324,6 @@ impl CallError {
     }
 }
 
-/// Spreads pauses over [½, 1½) of their nominal length, so that many clients restarted together
-/// do not retry together. Not for cryptography: a xorshift seeded from the clock and the pid.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Self(u64::from(nanos) ^ (u64::from(std::process::id()) << 32) | 1)
-    }
-
-    fn spread(&mut self, nominal: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let fraction = (self.0 % 1000) as f64 / 1000.0;
-        nominal.mul_f64(0.5 + fraction)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,18 +354,6 @@ mod tests {
             assert!(
                 matches!(Servers::parse(bad, &plain), Err(Failure::Usage(_))),
                 "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn jitter_stays_in_bounds() {
-        let mut j = Jitter::new();
-        for _ in 0..1000 {
-            let d = j.spread(Duration::from_millis(100));
-            assert!(
-                d >= Duration::from_millis(50) && d < Duration::from_millis(150),
-                "{d:?}"
             );
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod contract;
+pub mod transport;
 
 /// Generated messages, client and server of `proxyconf.v1`.
 pub mod v1 {
@@ -18,5 +19,5 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/proxyconf_descriptor.bin"));
 
-/// The fully qualified name of the service, as health checks and reflection name it.
-pub const SERVICE_NAME: &str = "proxyconf.v1.ProxyConfig";
+/// The fully qualified name of the service, as health checks and reflection name it (generated).
+pub use v1::proxy_config_server::SERVICE_NAME;

@@ -15,7 +15,6 @@ pub mod admission;
 pub mod error;
 pub mod health;
 pub mod history;
-pub mod jitter;
 pub mod metrics;
 pub mod resolve;
 pub mod service;
@@ -29,7 +28,7 @@ pub mod tls;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use proxyconf_proto::v1::proxy_config_server::ProxyConfigServer;
+use proxyconf_proto::{transport, v1::proxy_config_server::ProxyConfigServer};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
@@ -81,8 +80,8 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             coalesce: Duration::from_millis(100),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
+            keepalive_interval: transport::KEEPALIVE_INTERVAL,
+            keepalive_timeout: transport::KEEPALIVE_TIMEOUT,
             max_connection_age: Some(Duration::from_secs(30 * 60)),
             max_connection_age_grace: Duration::from_secs(30),
             max_concurrent_streams: 1024,
@@ -159,7 +158,7 @@ pub async fn run(
         .max_concurrent_streams(options.max_concurrent_streams);
     if let Some(age) = options.max_connection_age {
         builder = builder
-            .max_connection_age(jitter::spread(age, 0.9, 1.1))
+            .max_connection_age(transport::spread(age, 0.9, 1.1))
             .max_connection_age_grace(options.max_connection_age_grace);
     }
     match listener.local_addr() {

@@ -19,7 +19,6 @@ use tracing::{debug, instrument};
 use crate::{
     admission::TokenBucket,
     error::Error,
-    jitter,
     metrics::{Metrics, Outcome},
     snapshot::{Scope, Snapshot},
     state::sleep_until_or_forever,
@@ -125,7 +124,9 @@ impl ProxyConfig for ProxyConfigService {
             .max_stream_age
             // Spread over [70 %, 90 %] so that streams opened together end apart, and before
             // their connection's own age (±10 %) forces them.
-            .map(|age| tokio::time::Instant::now() + jitter::spread(age, 0.7, 0.9));
+            .map(|age| {
+                tokio::time::Instant::now() + proxyconf_proto::transport::spread(age, 0.7, 0.9)
+            });
         let subscription = Subscription {
             snapshots: self.snapshots.clone(),
             draining: self.draining.clone(),

@@ -18,6 +18,7 @@ use kube::{
     Api, Client,
     api::{ListParams, WatchEvent, WatchParams},
 };
+use proxyconf_proto::transport::Backoff;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info};
@@ -105,7 +106,7 @@ pub fn follow(client: Client, options: KubernetesSourceOptions) -> Source {
     tokio::spawn(async move {
         let mut watcher = Watcher {
             api,
-            backoff: Backoff::new(options.backoff),
+            backoff: Backoff::new(options.backoff.0, options.backoff.1),
             options,
             tx,
             failing: false,
@@ -156,7 +157,7 @@ impl Watcher {
                 if self.fail(error).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(self.backoff.next()).await;
+                tokio::time::sleep(self.backoff.next_pause()).await;
                 continue;
             }
             self.backoff.reset();
@@ -171,7 +172,7 @@ impl Watcher {
                         if self.fail(error).await.is_err() {
                             return;
                         }
-                        tokio::time::sleep(self.backoff.next()).await;
+                        tokio::time::sleep(self.backoff.next_pause()).await;
                     }
                     Err(Gone) => return,
                 }
@@ -329,53 +330,5 @@ fn present(cm: ConfigMap) -> ConfigMapState {
     ConfigMapState::Present {
         data: cm.data.unwrap_or_default(),
         resource_version: cm.metadata.resource_version,
-    }
-}
-
-/// Exponential backoff with jitter: pauses grow ×2 from `first` up to `max`, each spread over
-/// [½, 1½) of its nominal length so that replicas do not retry in step.
-struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new((first, max): (Duration, Duration)) -> Self {
-        Self {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.first;
-    }
-
-    fn next(&mut self) -> Duration {
-        let pause = crate::jitter::spread(self.next, 0.5, 1.5);
-        self.next = (self.next * 2).min(self.max);
-        pause
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
-        let mut b = Backoff::new((Duration::from_millis(100), Duration::from_millis(800)));
-        let pauses: Vec<Duration> = (0..6).map(|_| b.next()).collect();
-        for (pause, nominal) in pauses.iter().zip([100, 200, 400, 800, 800, 800]) {
-            let nominal = Duration::from_millis(nominal);
-            assert!(
-                *pause >= nominal / 2 && *pause < nominal * 3 / 2,
-                "{pause:?} vs {nominal:?}"
-            );
-        }
-        b.reset();
-        assert!(b.next() < Duration::from_millis(150));
     }
 }

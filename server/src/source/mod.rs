@@ -62,14 +62,5 @@ pub struct Source {
     pub events: BoxStream<'static, SourceEvent>,
 }
 
-/// Renders an error with its causes, `outer: inner: innermost`, for status and logs.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
+/// An error and its causes on one line (shared with the client).
+pub use proxyconf_proto::transport::error_chain;
