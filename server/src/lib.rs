@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod check;
 pub mod error;
 pub mod health;
 pub mod history;

@@ -3,9 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use proxyconf_server::{
     ServerOptions,
+    check::{self, OutputFormat, output},
     resolve::{Policy, cache_proxy::CacheProxyDefaults, host_allowlist::HostAllowlist},
     source::{
         file::{self, FileSourceOptions},
@@ -24,6 +25,7 @@ use tracing::error;
 #[derive(Debug, Parser)]
 #[command(
     version,
+    args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
     # In a cluster: watch konflux-info/cluster-config with the pod's service account\n  \
     proxyconf-server\n\n  \
@@ -31,6 +33,10 @@ use tracing::error;
     proxyconf-server --configmap-file deploy/examples/cluster-config.yaml\n\n  \
     # Serve an env file (the cluster-config.env the ConfigMap is generated from) on another port\n  \
     proxyconf-server --configmap-file cluster-config.env --listen 127.0.0.1:50052\n\n  \
+    # Serve the INI file konflux-build-cli reads from PLATFORM_CONFIG_FILE\n  \
+    proxyconf-server --configmap-file /etc/konflux-config.ini\n\n  \
+    # Check a cluster-config before it is applied (see proxyconf-server check --help)\n  \
+    proxyconf-server check cluster-config.env\n\n  \
     # TLS with client certificates (mutual TLS), rotated in place by cert-manager\n  \
     proxyconf-server --tls-cert /tls/tls.crt --tls-key /tls/tls.key --tls-client-ca /tls/ca.crt\n\n  \
     # Metrics for Prometheus, a longer shutdown grace period\n  \
@@ -38,16 +44,57 @@ use tracing::error;
     # JSON logs with debug output from the server only\n  \
     RUST_LOG=proxyconf_server=debug proxyconf-server --configmap-file cm.yaml --log-format json"
 )]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check cluster-config files before they are applied, with exactly the server's rules.
+    ///
+    /// Each FILE is read as --configmap-file reads it: a ConfigMap manifest (YAML or JSON; in a
+    /// stream of several documents, such as kustomize output, the ConfigMap cluster-config), a
+    /// key=value env file, or the INI file of konflux-build-cli. Every problem the server would
+    /// report is printed with the file, the line, the key, the value (credentials redacted), the
+    /// reason and what to do; a valid file gets a one-line summary. Pass the server's own
+    /// --allowed-proxy-hosts, --default-http-proxy and --default-no-proxy to check against its
+    /// policy.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
+}
+
+const CHECK_EXAMPLES: &str = "Examples:\n  \
+    # Check the ConfigMap manifest before applying it\n  \
+    proxyconf-server check deploy/examples/cluster-config.yaml\n\n  \
+    # The env file the ConfigMap is generated from, and the INI file of konflux-build-cli\n  \
+    proxyconf-server check cluster-config.env /etc/konflux-config.ini\n\n  \
+    # The kustomize output that carries the ConfigMap\n  \
+    kubectl kustomize overlays/production > /tmp/manifests.yaml\n  \
+    proxyconf-server check /tmp/manifests.yaml\n\n  \
+    # In CI, against the server's policy: one JSON document, exit 78 on any problem\n  \
+    proxyconf-server check --format json --allowed-proxy-hosts '*.svc.cluster.local' cm.yaml\n\n\
+Exit codes:\n  \
+    0   every file is valid (warnings are printed, but do not fail)\n  \
+    78  a file has a problem (unparsable, or a value the server would reject)\n  \
+    2   usage: a file cannot be read, or a wrong flag";
+
+/// The flags of the server proper.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
     /// Address to serve gRPC on.
     #[arg(long, default_value = "0.0.0.0:50051", value_name = "ADDR")]
     listen: SocketAddr,
 
     /// Read the ConfigMap from this file instead of watching it through the Kubernetes API
     /// (in-cluster credentials, or KUBECONFIG / ~/.kube/config outside a cluster): a manifest (YAML or JSON,
-    /// as `kubectl get configmap -o yaml` prints it) or a `key=value` env file. Changes to the file
-    /// are picked up within a second; a file that becomes unreadable or invalid keeps the last good
-    /// state.
+    /// as `kubectl get configmap -o yaml` prints it, or kustomize output holding the ConfigMap
+    /// cluster-config), a `key=value` env file, or the INI file of konflux-build-cli
+    /// ([cache-proxy] and [artifact-registry] sections). Changes to the file are picked up within
+    /// a second; a file that becomes unreadable or invalid keeps the last good state.
     #[arg(long, value_name = "PATH")]
     configmap_file: Option<PathBuf>,
 
@@ -59,26 +106,8 @@ struct Args {
     #[arg(long, default_value = "cluster-config", value_name = "NAME")]
     configmap: String,
 
-    /// The OCI cache proxy that pipelines enabling it get when `http-proxy` is empty in the
-    /// ConfigMap: host:port or an http(s) URL; empty for none.
-    #[arg(
-        long,
-        default_value = "squid.caching.svc.cluster.local:3128",
-        value_name = "PROXY"
-    )]
-    default_http_proxy: String,
-
-    /// The no-proxy list used when `no-proxy` is empty in the ConfigMap (hosts, .domains, CIDRs,
-    /// comma-separated).
-    #[arg(long, default_value = "", value_name = "LIST")]
-    default_no_proxy: String,
-
-    /// Only accept package registry proxy URLs whose host matches one of these patterns
-    /// (comma-separated; kubelet matchImages-style globs, '*' matching one DNS label, optional
-    /// :port), e.g. '*.svc.cluster.local,nexus.example.org:8443'. Without it every valid host is
-    /// accepted.
-    #[arg(long, value_name = "PATTERNS", value_parser = HostAllowlist::parse)]
-    allowed_proxy_hosts: Option<HostAllowlist>,
+    #[command(flatten)]
+    policy: PolicyArgs,
 
     /// Serve gRPC over TLS with this certificate chain (PEM); reloaded when the file changes.
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -110,8 +139,92 @@ struct Args {
     log_format: LogFormat,
 }
 
+/// What the operator decides for every ConfigMap: shared by the server and `check`.
+#[derive(Debug, clap::Args)]
+struct PolicyArgs {
+    /// The OCI cache proxy that pipelines enabling it get when `http-proxy` is empty in the
+    /// ConfigMap: host:port or an http(s) URL; empty for none.
+    #[arg(
+        long,
+        default_value = "squid.caching.svc.cluster.local:3128",
+        value_name = "PROXY"
+    )]
+    default_http_proxy: String,
+
+    /// The no-proxy list used when `no-proxy` is empty in the ConfigMap (hosts, .domains, CIDRs,
+    /// comma-separated).
+    #[arg(long, default_value = "", value_name = "LIST")]
+    default_no_proxy: String,
+
+    /// Only accept package registry proxy URLs whose host matches one of these patterns
+    /// (comma-separated; kubelet matchImages-style globs, '*' matching one DNS label, optional
+    /// :port), e.g. '*.svc.cluster.local,nexus.example.org:8443'. Without it every valid host is
+    /// accepted.
+    #[arg(long, value_name = "PATTERNS", value_parser = HostAllowlist::parse)]
+    allowed_proxy_hosts: Option<HostAllowlist>,
+}
+
+impl PolicyArgs {
+    fn into_policy(self) -> Policy {
+        Policy {
+            cache_proxy: CacheProxyDefaults {
+                http_proxy: self.default_http_proxy,
+                no_proxy: self.default_no_proxy,
+            },
+            allowed_proxy_hosts: self.allowed_proxy_hosts,
+        }
+    }
+}
+
+/// The flags of `check`.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// How to print the result: text for people, json (one document on standard output) for CI.
+    #[arg(long, value_enum, default_value = "text")]
+    format: OutputFormat,
+
+    #[command(flatten)]
+    policy: PolicyArgs,
+
+    /// The files to check.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => run_check(args),
+        None => run_server(cli.serve),
+    }
+}
+
+/// `check`: the reports on standard output, unreadable files on standard error.
+fn run_check(args: CheckArgs) -> ExitCode {
+    let policy = args.policy.into_policy();
+    if let Err(e) = policy.cache_proxy.validate() {
+        eprintln!("proxyconf-server check: {e}");
+        return ExitCode::from(check::EXIT_USAGE);
+    }
+    let results: Vec<_> = args
+        .files
+        .iter()
+        .map(|path| check::check_file(path, &policy))
+        .collect();
+    for result in &results {
+        match (result, args.format) {
+            (Ok(report), OutputFormat::Text) => print!("{}", output::text(report)),
+            (Ok(_), OutputFormat::Json) => {}
+            (Err(error), _) => eprint!("{}", output::unreadable_text(error)),
+        }
+    }
+    if args.format == OutputFormat::Json {
+        print!("{}", output::json(&results));
+    }
+    ExitCode::from(check::exit_code(&results))
+}
+
+fn run_server(args: ServeArgs) -> ExitCode {
     telemetry::init(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -129,14 +242,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let policy = Policy {
-        cache_proxy: CacheProxyDefaults {
-            http_proxy: args.default_http_proxy,
-            no_proxy: args.default_no_proxy,
-        },
-        allowed_proxy_hosts: args.allowed_proxy_hosts,
-    };
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let policy = args.policy.into_policy();
     policy.cache_proxy.validate().map_err(anyhow::Error::msg)?;
     let source = match args.configmap_file {
         Some(path) => {
