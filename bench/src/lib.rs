@@ -15,6 +15,7 @@
 pub mod bare;
 pub mod client_runs;
 pub mod costs;
+pub mod file_source;
 pub mod load;
 pub mod machine;
 pub mod processes;

@@ -51,6 +51,21 @@ impl ServerProcess {
         })
     }
 
+    /// Starts `proxyconf-server` on a ConfigMap file (`--configmap-file`) or a projected
+    /// ConfigMap directory (`--configmap-dir`): `flag` says which.
+    pub fn proxyconf_local(flag: &str, path: &Path) -> anyhow::Result<Self> {
+        let mut command = Command::new(sibling("proxyconf-server")?);
+        command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json", flag])
+            .arg(path)
+            .env("RUST_LOG", "warn,proxyconf_server=info");
+        Self::spawn(command, |line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            (event["message"] == "serving proxyconf.v1")
+                .then(|| event["address"].as_str().map(str::to_owned))?
+        })
+    }
+
     /// Starts the bare tonic server (this binary's `bare-server`) answering the encoded
     /// `Resolution` in `answer`.
     pub fn bare(answer: &Path) -> anyhow::Result<Self> {

@@ -10,7 +10,8 @@ use proxyconf_e2e::fake_apiserver::FakeApiServer;
 use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
 
 use crate::{
-    client_runs, costs, load, machine, percentiles, processes::ServerProcess, report::Table,
+    client_runs, costs, file_source, load, machine, percentiles, processes::ServerProcess,
+    report::Table,
 };
 
 /// How much of everything to run.
@@ -24,6 +25,8 @@ pub struct Scale {
     pub client_runs: usize,
     pub subscribers: usize,
     pub subscriber_connections: usize,
+    /// Subscribers of the file and directory sources.
+    pub file_subscribers: usize,
     pub idle_window: Duration,
     pub calls_counted: usize,
 }
@@ -40,6 +43,7 @@ impl Scale {
             client_runs: 100,
             subscribers: 10_000,
             subscriber_connections: 100,
+            file_subscribers: 2_000,
             idle_window: Duration::from_secs(5),
             calls_counted: 1000,
         }
@@ -56,6 +60,7 @@ impl Scale {
             client_runs: 3,
             subscribers: 50,
             subscriber_connections: 5,
+            file_subscribers: 20,
             idle_window: Duration::from_millis(500),
             calls_counted: 50,
         }
@@ -287,5 +292,9 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         "p99 ≤ 250 ms",
         Some(p99 <= Duration::from_millis(250)),
     );
+    // The Kubernetes-backed server ends before the file sources are measured on this machine.
+    drop(server);
+    file_source::file_change(&mut table, scale.file_subscribers).await?;
+    file_source::directory_swap(&mut table, scale.file_subscribers).await?;
     Ok(table)
 }

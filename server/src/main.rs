@@ -35,6 +35,8 @@ use tracing::error;
     proxyconf-server --configmap-file cluster-config.env --listen 127.0.0.1:50052\n\n  \
     # Serve the INI file konflux-build-cli reads from PLATFORM_CONFIG_FILE\n  \
     proxyconf-server --configmap-file /etc/konflux-config.ini\n\n  \
+    # A ConfigMap volume mounted at /etc/cluster-config (no Kubernetes API access needed)\n  \
+    proxyconf-server --configmap-dir /etc/cluster-config\n\n  \
     # Check a cluster-config before it is applied (see proxyconf-server check --help)\n  \
     proxyconf-server check cluster-config.env\n\n  \
     # TLS with client certificates (mutual TLS), rotated in place by cert-manager\n  \
@@ -94,9 +96,17 @@ struct ServeArgs {
     /// as `kubectl get configmap -o yaml` prints it, or kustomize output holding the ConfigMap
     /// cluster-config), a `key=value` env file, or the INI file of konflux-build-cli
     /// ([cache-proxy] and [artifact-registry] sections). Changes to the file are picked up within
-    /// a second; a file that becomes unreadable or invalid keeps the last good state.
-    #[arg(long, value_name = "PATH")]
+    /// a second (the kernel tells of them; the file is also polled every 2 s); a file that
+    /// becomes unreadable or invalid keeps the last good state.
+    #[arg(long, value_name = "PATH", conflicts_with = "configmap_dir")]
     configmap_file: Option<PathBuf>,
+
+    /// Read the ConfigMap from a directory as kubelet projects a mounted ConfigMap volume: one
+    /// file per key (behind `..data`, swapped atomically on a change, seen within milliseconds).
+    /// A replica in the ConfigMap's own namespace then needs no Kubernetes API access at all. An
+    /// empty directory (an optional volume of a missing ConfigMap) means a missing ConfigMap.
+    #[arg(long, value_name = "DIR")]
+    configmap_dir: Option<PathBuf>,
 
     /// Namespace of the ConfigMap (Kubernetes source).
     #[arg(long, default_value = "konflux-info", value_name = "NAMESPACE")]
@@ -142,8 +152,9 @@ struct ServeArgs {
 /// What the operator decides for every ConfigMap: shared by the server and `check`.
 #[derive(Debug, clap::Args)]
 struct PolicyArgs {
-    /// The OCI cache proxy that pipelines enabling it get when `http-proxy` is empty in the
-    /// ConfigMap: host:port or an http(s) URL; empty for none.
+    /// The OCI cache proxy that pipelines enabling it get when both `http-proxy` and `no-proxy`
+    /// are empty in the ConfigMap (as konflux-build-cli's DEFAULT_HTTP_PROXY): host:port or an
+    /// http(s) URL; empty for none.
     #[arg(
         long,
         default_value = "squid.caching.svc.cluster.local:3128",
@@ -151,8 +162,8 @@ struct PolicyArgs {
     )]
     default_http_proxy: String,
 
-    /// The no-proxy list used when `no-proxy` is empty in the ConfigMap (hosts, .domains, CIDRs,
-    /// comma-separated).
+    /// The no-proxy list used when both `http-proxy` and `no-proxy` are empty in the ConfigMap (as
+    /// konflux-build-cli's DEFAULT_NO_PROXY): hosts, .domains, CIDRs, comma-separated.
     #[arg(long, default_value = "", value_name = "LIST")]
     default_no_proxy: String,
 
@@ -245,14 +256,18 @@ fn run_server(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let policy = args.policy.into_policy();
     policy.cache_proxy.validate().map_err(anyhow::Error::msg)?;
-    let source = match args.configmap_file {
-        Some(path) => {
+    let source = match (args.configmap_file, args.configmap_dir) {
+        (Some(path), _) => {
             // Fail fast on a wrong path or a broken file at start; later failures keep the last
             // good state.
             file::read(&path).await?;
             file::follow(path, FileSourceOptions::default())
         }
-        None => {
+        (None, Some(dir)) => {
+            file::read_dir(&dir).await?;
+            file::follow_dir(dir, FileSourceOptions::default())
+        }
+        (None, None) => {
             let client = kube::Client::try_default().await.context(
                 "cannot configure the Kubernetes client (no in-cluster service account and no \
                  usable KUBECONFIG or ~/.kube/config); pass --configmap-file to serve a file",

@@ -1,4 +1,5 @@
-//! ConfigMap data shared by the benchmarks: a typical cluster-config and the largest one.
+//! ConfigMap data shared by the benchmarks and tests: a typical cluster-config, the largest one,
+//! and a ConfigMap volume laid out as kubelet projects it.
 
 use std::collections::BTreeMap;
 
@@ -47,4 +48,23 @@ pub fn large(count: usize) -> BTreeMap<String, String> {
 /// The size of a ConfigMap's data in bytes (keys and values).
 pub fn size_of(data: &BTreeMap<String, String>) -> usize {
     data.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// Lays out `dir` as kubelet projects a ConfigMap volume, or updates it as kubelet does: the
+/// values in a new `..<stamp>/` directory, `KEY -> ..data/KEY` links, and `..data` swapped to the
+/// new directory by renaming a new link over it (atomic).
+pub fn project_configmap(dir: &std::path::Path, stamp: &str, data: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    let generation = dir.join(format!("..{stamp}"));
+    std::fs::create_dir(&generation).expect("create the generation directory");
+    for (key, value) in data {
+        std::fs::write(generation.join(key), value).expect("write a key");
+        let link = dir.join(key);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(std::path::Path::new("..data").join(key), &link).expect("link a key");
+        }
+    }
+    let tmp = dir.join("..data_tmp");
+    symlink(format!("..{stamp}"), &tmp).expect("link the generation");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
 }

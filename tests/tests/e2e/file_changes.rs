@@ -1,4 +1,5 @@
-//! A change to the ConfigMap file reaches `proxyconf env` and `proxyconf watch`.
+//! A change to the ConfigMap file, or to a ConfigMap volume as kubelet projects it, reaches
+//! `proxyconf env` and `proxyconf watch`.
 
 use super::util::{
     LineProcess, NEXUS, ServerProcess, env_file, eventually, replace_file, run, stderr, stdout,
@@ -88,4 +89,44 @@ fn a_file_edit_reaches_env_and_watch() {
     assert_eq!(third["active"], false);
     assert_eq!(third["source"]["stale"], false, "not stale: {third}");
     assert_eq!(third["decision"], "DECISION_ADMINISTRATOR_OFF");
+}
+
+#[test]
+fn a_mounted_configmap_volume_and_its_data_swap_reach_watch() {
+    use proxyconf_e2e::fixtures::project_configmap;
+    let dir = tempfile::tempdir().unwrap();
+    let npm = format!("{NEXUS}/npm/");
+    project_configmap(
+        dir.path(),
+        "2026_12_02_06_00_00.1",
+        &[
+            ("allow-package-registry-proxy", "true"),
+            ("package-registry-proxy-npm-url", &npm),
+        ],
+    );
+    let server = ServerProcess::start_dir(dir.path());
+    let env = run(server.client().args(["env", "--quiet"]));
+    assert!(env.status.success(), "{}", stderr(&env));
+    assert_eq!(
+        stdout(&env),
+        format!("export HERMETO_NPM__PROXY_URL='{npm}'\n")
+    );
+
+    let lines = LineProcess::spawn(server.client().args(["watch"]));
+    let first = lines.next_json();
+    assert_eq!(
+        first["source"]["location"],
+        format!("directory {}", dir.path().display())
+    );
+    let group = format!("{NEXUS}/npm-group/");
+    project_configmap(
+        dir.path(),
+        "2026_12_02_06_05_00.2",
+        &[
+            ("allow-package-registry-proxy", "true"),
+            ("package-registry-proxy-npm-url", &group),
+        ],
+    );
+    let second = lines.next_json();
+    assert_eq!(second["package_managers"][0]["url"], group.as_str());
 }

@@ -60,6 +60,13 @@ impl ServerProcess {
         Self::spawn(command)
     }
 
+    /// Starts the server on a ConfigMap directory as kubelet projects a volume.
+    pub fn start_dir(dir: &Path) -> Self {
+        let mut command = Command::new(binary("proxyconf-server"));
+        command.arg("--configmap-dir").arg(dir);
+        Self::spawn(command)
+    }
+
     /// Starts the server watching the Kubernetes API that `kubeconfig` points at.
     pub fn start_kubernetes(kubeconfig: &Path) -> Self {
         let mut command = Command::new(binary("proxyconf-server"));
