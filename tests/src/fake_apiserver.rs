@@ -2,26 +2,45 @@
 //! wire protocol over HTTP/1.1: `resourceVersion`s, `fieldSelector`, chunked watch streams of
 //! ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events, 410 Gone for expired resource versions, and the
 //! faults a real one has (errors, hangs, dropped connections). Tests drive it and count requests.
+//!
+//! HTTP is hyper's server, so the real kube client meets a real HTTP/1.1 implementation; this
+//! module only decides what to answer. Every answer closes its connection (`Connection: close`),
+//! a watch sends one JSON event per chunk, and the faults are the connection ending without an
+//! answer (a hang that is over, a method other than GET) or a watch body ending without its last
+//! chunk (a cut).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use futures::stream;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::{
+    Method, Response, StatusCode,
+    body::{Bytes, Frame, Incoming},
+    header::{self, HeaderName, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
+    task::JoinSet,
+    time::Instant,
 };
 
-/// The fake API server. Dropping it stops accepting connections.
+/// The fake API server. Dropping it stops accepting and ends every open connection.
 pub struct FakeApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: tokio::task::JoinHandle<()>,
+    /// The accept loop, which owns the connections' tasks: dropping the set aborts it, and with
+    /// it every connection.
+    _accept: JoinSet<()>,
 }
 
 struct Shared {
@@ -41,12 +60,12 @@ struct State {
     /// Watches from a resourceVersion below this get 410 Gone (etcd compaction).
     oldest_watchable: u64,
     /// Answer every request with this HTTP status, while set.
-    failure: Option<u16>,
+    failure: Option<StatusCode>,
     /// Accept requests but never answer them, while set.
     hang: bool,
     /// Bumped to cut every open watch connection without a proper end.
     cut_generation: u64,
-    /// Every request, as "LIST" or "WATCH" with its query.
+    /// Every request, as `list` or `watch` with its query.
     requests: Vec<Request>,
 }
 
@@ -58,6 +77,20 @@ pub struct Request {
     /// The query parameters.
     pub query: BTreeMap<String, String>,
 }
+
+/// Why the fake ends a connection without a proper answer; hyper then closes it as it is.
+#[derive(Debug, thiserror::Error)]
+enum Dropped {
+    #[error("{0} is not served, only GET")]
+    NotGet(Method),
+    #[error("the hang is over: the held request is dropped unanswered, the client retries")]
+    HangOver,
+    #[error("the watch was cut mid-stream, without its last chunk")]
+    Cut,
+}
+
+/// A response body: a JSON document, or a watch's stream of events.
+type Body = UnsyncBoxBody<Bytes, Dropped>;
 
 impl FakeApiServer {
     /// Starts on an ephemeral loopback port, serving `namespace/name` (absent at first).
@@ -73,18 +106,12 @@ impl FakeApiServer {
             }),
             changes: watch::channel(0).0,
         });
-        let accept = tokio::spawn({
-            let shared = shared.clone();
-            async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(serve_connection(stream, shared.clone()));
-                }
-            }
-        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept(listener, shared.clone()));
         Self {
             addr,
             shared,
-            accept,
+            _accept: tasks,
         }
     }
 
@@ -170,15 +197,18 @@ impl FakeApiServer {
 
     /// Cuts every open watch connection mid-stream (no terminating chunk).
     pub fn cut_connections(&self) {
-        let mut state = self.shared.state.lock().unwrap();
-        state.cut_generation += 1;
-        drop(state);
+        self.shared.state.lock().unwrap().cut_generation += 1;
         self.shared.changes.send_modify(|v| *v += 1);
     }
 
     /// Answers every request with HTTP `status` (e.g. 403, 500) until [`Self::recover`]; cuts
     /// open watches.
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not an HTTP status code (100 to 999).
     pub fn fail_with(&self, status: u16) {
+        let status = StatusCode::from_u16(status).expect("an HTTP status code");
         self.shared.state.lock().unwrap().failure = Some(status);
         self.cut_connections();
     }
@@ -222,13 +252,6 @@ impl FakeApiServer {
     }
 }
 
-impl Drop for FakeApiServer {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut_connections();
-    }
-}
-
 fn gone_event() -> Value {
     json!({
         "type": "ERROR",
@@ -244,19 +267,19 @@ fn gone_event() -> Value {
     })
 }
 
-fn status_body(code: u16) -> Value {
+fn status_body(code: StatusCode) -> Value {
     let (reason, message) = match code {
-        403 => (
+        StatusCode::FORBIDDEN => (
             "Forbidden",
             "configmaps is forbidden: User \"system:serviceaccount:konflux-info:proxyconf\" \
              cannot list resource \"configmaps\" in API group \"\" in the namespace \
              \"konflux-info\"",
         ),
-        404 => (
+        StatusCode::NOT_FOUND => (
             "NotFound",
             "the server could not find the requested resource",
         ),
-        410 => ("Expired", "too old resource version"),
+        StatusCode::GONE => ("Expired", "too old resource version"),
         _ => ("InternalError", "etcdserver: request timed out"),
     };
     json!({
@@ -266,172 +289,274 @@ fn status_body(code: u16) -> Value {
         "status": "Failure",
         "message": message,
         "reason": reason,
-        "code": code,
+        "code": code.as_u16(),
     })
 }
 
-async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
-    let Some(target) = read_request_target(&mut stream).await else {
-        return;
-    };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), parse_query(q)),
-        None => (target.clone(), BTreeMap::new()),
-    };
+/// Serves every connection until the listener fails; then lets the open ones finish.
+async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(stream, shared.clone()));
+    }
+    connections.join_all().await;
+}
+
+/// One request on `stream`, then the connection closes (no keep-alive).
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let service = service_fn(move |request| respond(request, shared.clone()));
+    // An error is the connection's end: the client went away, or the fake dropped it on purpose.
+    let _ = http1::Builder::new()
+        .keep_alive(false)
+        .title_case_headers(true)
+        .auto_date_header(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn respond(
+    request: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Dropped> {
+    if request.method() != Method::GET {
+        return Err(Dropped::NotGet(request.method().clone()));
+    }
+    let query = request.uri().query().map(parse_query).unwrap_or_default();
     let watching = query.get("watch").is_some_and(|v| v == "true" || v == "1");
-    let (failure, hang, generation) = {
-        let mut state = shared.state.lock().unwrap();
-        state.requests.push(Request {
-            verb: if watching { "watch" } else { "list" },
-            query: query.clone(),
-        });
-        (state.failure, state.hang, state.cut_generation)
-    };
+    let (failure, hang, generation) = record(&shared, watching, &query);
     if hang {
-        // Hold the connection open and silent until recovered or the test ends.
-        let mut changes = shared.changes.subscribe();
-        while is_hanging(&shared) {
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
-        return; // Recovered: drop this request's connection; the client retries.
+        return Err(hold_until_recovered(&shared).await);
     }
     if let Some(code) = failure {
-        return respond_json(&mut stream, code, &status_body(code)).await;
+        return Ok(json_response(code, &status_body(code)));
     }
-    let expected = format!("/api/v1/namespaces/{}/configmaps", shared.namespace);
-    let selector = format!("metadata.name={}", shared.name);
-    if path != expected || query.get("fieldSelector") != Some(&selector) {
-        return respond_json(&mut stream, 404, &status_body(404)).await;
+    if !is_the_configmap(&shared, request.uri().path(), &query) {
+        let code = StatusCode::NOT_FOUND;
+        return Ok(json_response(code, &status_body(code)));
     }
     if watching {
-        watch(stream, shared, &query, generation).await;
+        Ok(watch_response(OpenWatch::new(shared, &query, generation)))
     } else {
-        let body = {
-            let state = shared.state.lock().unwrap();
-            json!({
-                "kind": "ConfigMapList",
-                "apiVersion": "v1",
-                "metadata": { "resourceVersion": state.resource_version.to_string() },
-                "items": state.object.iter().collect::<Vec<_>>(),
-            })
-        };
-        respond_json(&mut stream, 200, &body).await;
+        Ok(json_response(StatusCode::OK, &list_body(&shared)))
     }
 }
 
-async fn watch(
-    mut stream: TcpStream,
-    shared: Arc<Shared>,
+/// Counts the request; returns the failure, hang and cut generation it is served under.
+fn record(
+    shared: &Shared,
+    watching: bool,
     query: &BTreeMap<String, String>,
-    generation: u64,
-) {
-    let from: u64 = query
-        .get("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(300), Duration::from_secs);
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-    if stream.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
+) -> (Option<StatusCode>, bool, u64) {
+    let mut state = shared.state.lock().unwrap();
+    state.requests.push(Request {
+        verb: if watching { "watch" } else { "list" },
+        query: query.clone(),
+    });
+    (state.failure, state.hang, state.cut_generation)
+}
+
+/// Holds a request open and silent until recovered (or the test ends).
+async fn hold_until_recovered(shared: &Shared) -> Dropped {
     let mut changes = shared.changes.subscribe();
-    let mut sent_up_to = from;
-    let expired = from < shared.state.lock().unwrap().oldest_watchable;
-    if expired {
-        let _ = write_chunk(&mut stream, &gone_event()).await;
-        let _ = stream.write_all(b"0\r\n\r\n").await;
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (events, cut) = {
-            let state = shared.state.lock().unwrap();
-            let events: Vec<(u64, Value)> = state
-                .history
-                .iter()
-                .filter(|(rv, _)| *rv > sent_up_to)
-                .cloned()
-                .collect();
-            (
-                events,
-                state.cut_generation != generation || state.failure.is_some(),
-            )
-        };
-        if cut {
-            return; // Dropped without the terminating chunk: the client sees a broken stream.
-        }
-        for (rv, event) in events {
-            sent_up_to = rv;
-            if write_chunk(&mut stream, &event).await.is_err() {
-                return;
-            }
-            if event["type"] == "ERROR" {
-                let _ = stream.write_all(b"0\r\n\r\n").await;
-                return;
-            }
-        }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep_until(deadline) => {
-                let _ = stream.write_all(b"0\r\n\r\n").await;
-                return;
-            }
-        }
-    }
+    while is_hanging(shared) && changes.changed().await.is_ok() {}
+    Dropped::HangOver
 }
 
 fn is_hanging(shared: &Shared) -> bool {
     shared.state.lock().unwrap().hang
 }
 
-async fn write_chunk(stream: &mut TcpStream, event: &Value) -> std::io::Result<()> {
+/// Whether `path` and `query` ask for the served ConfigMap, the way the kube client does.
+fn is_the_configmap(shared: &Shared, path: &str, query: &BTreeMap<String, String>) -> bool {
+    let expected = format!("/api/v1/namespaces/{}/configmaps", shared.namespace);
+    let selector = format!("metadata.name={}", shared.name);
+    path == expected && query.get("fieldSelector") == Some(&selector)
+}
+
+fn list_body(shared: &Shared) -> Value {
+    let state = shared.state.lock().unwrap();
+    json!({
+        "kind": "ConfigMapList",
+        "apiVersion": "v1",
+        "metadata": { "resourceVersion": state.resource_version.to_string() },
+        "items": state.object.iter().collect::<Vec<_>>(),
+    })
+}
+
+/// A complete JSON answer.
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let body = body.to_string();
+    let length = (header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let body = Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    response(status, length, body)
+}
+
+/// A watch's answer: 200 and a chunked body, one event per chunk, as long as the watch lasts.
+fn watch_response(watch: OpenWatch) -> Response<Body> {
+    let frames = stream::unfold(Some(watch), |watch| async move {
+        let mut watch = watch?;
+        match watch.next().await {
+            Step::Send(event) => Some((Ok(Frame::data(event_line(&event))), Some(watch))),
+            Step::End => None,
+            Step::Cut => Some((Err(Dropped::Cut), None)),
+        }
+    });
+    let chunked = (
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+    response(
+        StatusCode::OK,
+        chunked,
+        StreamBody::new(frames).boxed_unsync(),
+    )
+}
+
+/// The response with the API server's headers; `framing` is its length or chunked encoding, set
+/// here rather than left to hyper so that the headers come in the order they always had.
+fn response(status: StatusCode, framing: (HeaderName, HeaderValue), body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(framing.0, framing.1);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// An event as the API server streams it: one JSON document and a newline.
+fn event_line(event: &Value) -> Bytes {
     let mut line = event.to_string();
     line.push('\n');
-    let chunk = format!("{:x}\r\n{line}\r\n", line.len());
-    stream.write_all(chunk.as_bytes()).await?;
-    stream.flush().await
+    Bytes::from(line)
 }
 
-async fn respond_json(stream: &mut TcpStream, code: u16, body: &Value) {
-    let body = body.to_string();
-    let reason = match code {
-        200 => "OK",
-        403 => "Forbidden",
-        404 => "Not Found",
-        410 => "Gone",
-        _ => "Internal Server Error",
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+/// One open watch: what it has sent, and when it ends.
+struct OpenWatch {
+    shared: Arc<Shared>,
+    changes: watch::Receiver<u64>,
+    /// The cut generation when the watch started; another one cuts it.
+    generation: u64,
+    sent_up_to: u64,
+    deadline: Instant,
+    /// Events taken from the history and not yet sent.
+    queue: VecDeque<Value>,
+    /// The history has been looked at once; from then on, only after a change.
+    started: bool,
+    /// The queue ends with the last event (an ERROR): the stream ends after it.
+    ending: bool,
 }
 
-/// Reads the request head and returns its target (`/path?query`).
-async fn read_request_target(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await.ok()?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return None;
+/// What a watch does next.
+enum Step {
+    /// Sends this event.
+    Send(Value),
+    /// Ends the stream properly (the terminating chunk).
+    End,
+    /// Drops the connection mid-stream.
+    Cut,
+}
+
+impl OpenWatch {
+    /// A watch from the `resourceVersion` in `query`, for its `timeoutSeconds` (300 s if unset);
+    /// one from an expired version only sends 410 Gone.
+    fn new(shared: Arc<Shared>, query: &BTreeMap<String, String>, generation: u64) -> Self {
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(300), Duration::from_secs);
+        let expired = from < shared.state.lock().unwrap().oldest_watchable;
+        Self {
+            changes: shared.changes.subscribe(),
+            shared,
+            generation,
+            sent_up_to: from,
+            deadline: Instant::now() + timeout,
+            queue: if expired {
+                VecDeque::from([gone_event()])
+            } else {
+                VecDeque::new()
+            },
+            started: false,
+            ending: expired,
         }
-        head.extend_from_slice(&buf[..n]);
     }
-    let text = String::from_utf8_lossy(&head);
-    let line = text.lines().next()?;
-    let mut parts = line.split_whitespace();
-    (parts.next()? == "GET").then_some(())?;
-    parts.next().map(str::to_owned)
+
+    async fn next(&mut self) -> Step {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Step::Send(event);
+            }
+            if self.ending {
+                return Step::End;
+            }
+            if self.started {
+                match self.wait().await {
+                    Wake::Change => {}
+                    Wake::Deadline => return Step::End,
+                    Wake::Closed => return cut().await,
+                }
+            }
+            self.started = true;
+            if self.cut_or_queue() {
+                return cut().await;
+            }
+        }
+    }
+
+    async fn wait(&mut self) -> Wake {
+        tokio::select! {
+            changed = self.changes.changed() => match changed {
+                Ok(()) => Wake::Change,
+                Err(_) => Wake::Closed,
+            },
+            () = tokio::time::sleep_until(self.deadline) => Wake::Deadline,
+        }
+    }
+
+    /// Whether the watch is cut; if not, queues the events after the last one sent, up to the
+    /// first ERROR.
+    fn cut_or_queue(&mut self) -> bool {
+        let state = self.shared.state.lock().unwrap();
+        if state.cut_generation != self.generation || state.failure.is_some() {
+            return true;
+        }
+        let from = self.sent_up_to;
+        for (rv, event) in state.history.iter().filter(|(rv, _)| *rv > from) {
+            self.sent_up_to = *rv;
+            self.ending = event["type"] == "ERROR";
+            self.queue.push_back(event.clone());
+            if self.ending {
+                break;
+            }
+        }
+        false
+    }
+}
+
+/// What ends a watch's wait.
+enum Wake {
+    Change,
+    Deadline,
+    /// The change channel closed, which cannot happen while the watch holds `shared`; a cut.
+    Closed,
+}
+
+/// A cut, after yielding once so that hyper writes out the events already sent: the client sees
+/// every event sent before the cut, then a broken stream.
+async fn cut() -> Step {
+    tokio::task::yield_now().await;
+    Step::Cut
 }
 
 fn parse_query(query: &str) -> BTreeMap<String, String> {
