@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use proxyconf_server::{
     ServerOptions,
     check::{self, OutputFormat, output},
-    resolve::{Policy, cache_proxy::CacheProxyDefaults, host_allowlist::HostAllowlist},
+    resolve::{
+        Policy,
+        cache_proxy::{self, CacheProxyDefaults},
+        host_allowlist::HostAllowlist,
+    },
     source::{
         file::{self, FileSourceOptions},
         kubernetes::{self, KubernetesSourceOptions},
@@ -158,13 +162,19 @@ struct PolicyArgs {
     #[arg(
         long,
         default_value = "squid.caching.svc.cluster.local:3128",
-        value_name = "PROXY"
+        value_name = "PROXY",
+        value_parser = cache_proxy::parse_default_http_proxy
     )]
     default_http_proxy: String,
 
     /// The no-proxy list used when both `http-proxy` and `no-proxy` are empty in the ConfigMap (as
     /// konflux-build-cli's DEFAULT_NO_PROXY): hosts, .domains, CIDRs, comma-separated.
-    #[arg(long, default_value = "", value_name = "LIST")]
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "LIST",
+        value_parser = cache_proxy::parse_default_no_proxy
+    )]
     default_no_proxy: String,
 
     /// Only accept package registry proxy URLs whose host matches one of these patterns
@@ -212,11 +222,8 @@ fn main() -> ExitCode {
 
 /// `check`: the reports on standard output, unreadable files on standard error.
 fn run_check(args: CheckArgs) -> ExitCode {
+    // The defaults were validated as clap parsed them (a usage error, exit 2).
     let policy = args.policy.into_policy();
-    if let Err(e) = policy.cache_proxy.validate() {
-        eprintln!("proxyconf-server check: {e}");
-        return ExitCode::from(check::EXIT_USAGE);
-    }
     let results: Vec<_> = args
         .files
         .iter()
@@ -255,7 +262,6 @@ fn run_server(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let policy = args.policy.into_policy();
-    policy.cache_proxy.validate().map_err(anyhow::Error::msg)?;
     let source = match (args.configmap_file, args.configmap_dir) {
         (Some(path), _) => {
             // Fail fast on a wrong path or a broken file at start; later failures keep the last

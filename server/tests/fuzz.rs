@@ -1,10 +1,11 @@
-//! Fuzz targets as property tests (proptest): cargo-fuzz needs a nightly toolchain, which these
-//! machines do not have. Each target feeds arbitrary and adversarial input and checks that nothing
-//! panics and that the invariants a build relies on hold.
+//! Fuzz targets as property tests (proptest), beside the coverage-guided targets of `fuzz/`
+//! (cargo-fuzz, see `fuzz/README.md`). Each target feeds arbitrary and adversarial input and
+//! checks that nothing panics and that the invariants a build relies on hold.
 //!
 //! CI runs a bounded number of cases per target; run longer with, e.g.,
 //! `PROPTEST_CASES=200000 cargo test --release -p proxyconf-server --test fuzz`. A failing case
-//! is saved under `proptest-regressions/` (commit it: it becomes a regression test).
+//! is saved under `proptest-regressions/` (commit it: it becomes a regression test). What the
+//! cargo-fuzz targets found is kept at the end of this file as plain tests.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -191,4 +192,136 @@ proptest! {
             let _ = list.allows(&host, None);
         }
     }
+}
+
+// Found by the cargo-fuzz targets (fuzz/): each input as the fuzzer found it, or minimised.
+
+/// `fuzz/proxy_url`: control characters are shown escaped, so a value of a few dozen of them made
+/// a problem's value several hundred characters long; the bound now counts what is shown.
+#[test]
+fn redaction_bounds_what_is_shown_not_what_was_given() {
+    let value = format!(
+        "https{}\u{8}{}\u{8}{}://@nexu8s/npm/",
+        "\0".repeat(28),
+        "\0".repeat(10),
+        "\0".repeat(8)
+    );
+    // What stood before `://` is no scheme, so it is hidden with the (empty) credentials.
+    assert_eq!(proxy_url::redact(&value), "***@nexu8s/npm/");
+    let value = format!("https://nexus/{}", "\0".repeat(60));
+    let redacted = proxy_url::redact(&value);
+    assert!(redacted.chars().count() <= 201, "{redacted:?}");
+    assert!(redacted.ends_with('…'), "{redacted:?}");
+    assert_eq!(proxy_url::redact(&"\n".repeat(300)).chars().count(), 201);
+}
+
+/// `fuzz/cache_proxy` and `fuzz/resolve`: only a scheme may stand shown before the credentials;
+/// a `://` after other text ended "the scheme" and showed the credentials before it.
+#[test]
+fn redaction_shows_nothing_before_the_credentials_but_a_scheme() {
+    let value = "http\u{1a}//user:'secre@sq:1:uid:31http://user:'secre@s129";
+    assert_eq!(proxy_url::redact(value), "***@s129");
+    let listed = proxy_url::redact("user:pw1234@a,http://u2:pw5678@b");
+    assert!(
+        !listed.contains("pw1234") && !listed.contains("pw5678"),
+        "{listed}"
+    );
+    assert_eq!(
+        proxy_url::redact("https://user:s3cret@nexus/npm/"),
+        "https://***@nexus/npm/"
+    );
+}
+
+/// `fuzz/cache_proxy`: a rejected no-proxy entry was quoted verbatim in the problem's reason,
+/// credentials included (the value itself was redacted).
+#[test]
+fn a_rejected_no_proxy_entry_is_quoted_redacted() {
+    let reason = cache_proxy::validate_no_proxy("http://user:s3cret@squid:3128")
+        .unwrap_err()
+        .to_string();
+    assert!(!reason.contains("s3cret"), "{reason}");
+    let data = BTreeMap::from([(
+        cache_proxy::NO_PROXY_KEY.to_owned(),
+        ".svc,http://user:s3cret@squid:3128".to_owned(),
+    )]);
+    let resolved = resolve(&data, &Policy::default());
+    assert_eq!(resolved.cache_proxy.no_proxy, None);
+    for p in &resolved.cache_proxy.problems {
+        assert!(
+            !p.value.contains("s3cret") && !p.reason.contains("s3cret"),
+            "{p:?}"
+        );
+    }
+}
+
+/// `fuzz/cache_proxy`: proxies that `http://host:port` does not parse as (WHATWG), so clients
+/// could not use them: brackets around something other than an IPv6 address, a `+` before the
+/// port (Rust's integer parsers take one), a name ending in a number that is no IPv4 address.
+#[test]
+fn cache_proxies_that_are_no_url_authority_are_refused() {
+    for bad in [
+        "[01]:328",
+        "[nexus]:3128",
+        "squid:+3128",
+        "2A7.0.0.1:8",
+        "999.1:3128",
+    ] {
+        assert!(cache_proxy::validate_proxy(bad).is_err(), "{bad}");
+    }
+    for good in ["[fd00::1]:3128", "10.0.0.1:3128", "squid.caching.svc:3128"] {
+        assert_eq!(cache_proxy::validate_proxy(good), Ok(()), "{good}");
+    }
+}
+
+/// `fuzz/cache_proxy`: a `+` before a no-proxy port or CIDR prefix length was accepted.
+#[test]
+fn no_proxy_numbers_are_plain_decimal() {
+    for bad in [
+        "registr:50,0, istr:+50,0, .c",
+        "::/+79",
+        "10.0.0.0/+8",
+        "[01]:80",
+    ] {
+        assert!(cache_proxy::validate_no_proxy(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(cache_proxy::validate_no_proxy("registr:50, ::/79"), Ok(()));
+}
+
+/// `fuzz/proxy_url`: the direct check passed punycode labels that the WHATWG parser (which
+/// decodes them) refuses, so the two disagreed.
+#[test]
+fn punycode_is_left_to_the_url_parser() {
+    let value = "https://xn--nxms-lxbep.a.example/npm&/";
+    assert_eq!(
+        proxy_url::validate("npm", value),
+        proxy_url::validate_strictly("npm", value)
+    );
+    assert!(proxy_url::validate("npm", value).is_err());
+    // Valid punycode is still accepted, as the parser reads it.
+    let idn = "https://xn--nxus-bpa.example/npm/";
+    assert_eq!(
+        proxy_url::validate("npm", idn),
+        proxy_url::validate_strictly("npm", idn)
+    );
+}
+
+/// `fuzz/host_allowlist`: a label starting with `[` passed as if it were a bracketed IPv6 address,
+/// whatever followed (here control characters).
+#[test]
+fn a_bracket_inside_a_host_pattern_is_refused() {
+    assert!(HostAllowlist::parse("nexus-*.[8e\r\r\r\r84exu").is_err());
+    assert!(HostAllowlist::parse("a.[fd00::1]").is_err());
+    assert!(HostAllowlist::parse("[fd00::1]:8443").is_ok());
+}
+
+/// `fuzz/host_allowlist`: a glob such as `*` matched IPv6 addresses (one "label"), so an
+/// allowlist meant for short in-cluster names allowed any IPv6 proxy.
+#[test]
+fn globs_never_match_ipv6_addresses() {
+    let list = HostAllowlist::parse("1,,,*").unwrap();
+    assert!(!list.allows("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[02.", Some(443)));
+    assert!(!list.allows("[2001:db8::1]", Some(443)));
+    assert!(list.allows("nexus", Some(443)));
+    let ipv6 = HostAllowlist::parse("[2001:db8::1]").unwrap();
+    assert!(ipv6.allows("[2001:db8::1]", Some(443)));
 }

@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use proxyconf_proto::contract::parse_go_bool;
 
-use super::{Problem, ProblemCode, proxy_url::redact};
+use super::{
+    Problem, ProblemCode, dns,
+    proxy_url::{UrlRejection, redact, reject_characters},
+};
 
 /// The administrator's switch. Missing or empty means allowed.
 pub const ALLOW_KEY: &str = proxyconf_proto::contract::ALLOW_CACHE_PROXY_KEY;
@@ -43,14 +46,74 @@ impl Default for CacheProxyDefaults {
 
 impl CacheProxyDefaults {
     /// Checks the defaults themselves, so that a bad flag stops the server at start.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DefaultsError> {
         if !self.http_proxy.is_empty() {
-            validate_proxy(&self.http_proxy)
-                .map_err(|e| format!("--default-http-proxy {:?}: {e}", self.http_proxy))?;
+            validate_proxy(&self.http_proxy).map_err(|source| DefaultsError::HttpProxy {
+                value: self.http_proxy.clone(),
+                source,
+            })?;
         }
-        validate_no_proxy(&self.no_proxy)
-            .map_err(|e| format!("--default-no-proxy {:?}: {e}", self.no_proxy))
+        validate_no_proxy(&self.no_proxy).map_err(|source| DefaultsError::NoProxy {
+            value: self.no_proxy.clone(),
+            source,
+        })
     }
+}
+
+/// `--default-http-proxy` as clap parses it: empty (no default) or a valid proxy.
+pub fn parse_default_http_proxy(value: &str) -> Result<String, Rejection> {
+    if !value.is_empty() {
+        validate_proxy(value)?;
+    }
+    Ok(value.to_owned())
+}
+
+/// `--default-no-proxy` as clap parses it: a valid no-proxy list, possibly empty.
+pub fn parse_default_no_proxy(value: &str) -> Result<String, Rejection> {
+    validate_no_proxy(value).map(|()| value.to_owned())
+}
+
+/// A server default that is not a valid value itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefaultsError {
+    #[error("--default-http-proxy {value:?}: {source}")]
+    HttpProxy { value: String, source: Rejection },
+    #[error("--default-no-proxy {value:?}: {source}")]
+    NoProxy { value: String, source: Rejection },
+}
+
+/// Why an `http-proxy` or `no-proxy` value is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("{len} bytes long; at most {MAX_LEN} are accepted")]
+    TooLong { len: usize },
+    /// Whitespace, control characters, a backslash: the checks every proxy value shares.
+    #[error("{0}")]
+    Characters(UrlRejection),
+    #[error(
+        "contains credentials (user-info); they must never travel in a ConfigMap or an environment"
+    )]
+    UserInfo,
+    #[error("a proxy URL must be http:// or https://")]
+    NotHttp,
+    #[error("malformed URL: {0}")]
+    Malformed(url::ParseError),
+    #[error("the proxy URL has no host")]
+    NoHost,
+    #[error("a proxy URL takes no query or fragment")]
+    QueryOrFragment,
+    #[error("expected host:port, e.g. squid.caching.svc.cluster.local:3128")]
+    NotHostPort,
+    #[error("{0:?} is not a port")]
+    NotAPort(String),
+    #[error("port 0 is not a port")]
+    PortZero,
+    #[error("{0:?} is not a host name or IP address")]
+    NotAHost(String),
+    #[error("{0:?} is not a host name or IP address ({1})")]
+    NotAUrlHost(String, url::ParseError),
+    #[error("{0:?} is not a host, domain, IP address or CIDR (entries are comma-separated)")]
+    NotANoProxyEntry(String),
 }
 
 /// The resolved cache proxy settings.
@@ -109,7 +172,7 @@ pub fn resolve(data: &BTreeMap<String, String>, defaults: &CacheProxyDefaults) -
             problem(
                 HTTP_PROXY_KEY,
                 http_value,
-                reason,
+                reason.to_string(),
                 ProblemCode::InvalidProxy,
             );
             None
@@ -121,7 +184,7 @@ pub fn resolve(data: &BTreeMap<String, String>, defaults: &CacheProxyDefaults) -
             problem(
                 NO_PROXY_KEY,
                 no_proxy_value,
-                reason,
+                reason.to_string(),
                 ProblemCode::InvalidNoProxy,
             );
             None
@@ -137,78 +200,64 @@ pub fn resolve(data: &BTreeMap<String, String>, defaults: &CacheProxyDefaults) -
 }
 
 /// A proxy is `host:port` or an `http://` / `https://` URL with a host, without credentials.
-pub fn validate_proxy(value: &str) -> Result<(), String> {
+pub fn validate_proxy(value: &str) -> Result<(), Rejection> {
     if value.len() > MAX_LEN {
-        return Err(format!(
-            "{} bytes long; at most {MAX_LEN} are accepted",
-            value.len()
-        ));
+        return Err(Rejection::TooLong { len: value.len() });
     }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("contains whitespace or control characters; remove them".into());
-    }
-    if value.contains('\\') {
-        return Err("contains a backslash, which URL parsers read differently".into());
-    }
+    reject_characters(value).map_err(Rejection::Characters)?;
     if value.contains('@') {
-        return Err(
-            "contains credentials (user-info); they must never travel in a ConfigMap or an \
-             environment"
-                .into(),
-        );
+        return Err(Rejection::UserInfo);
     }
     if value.contains("://") {
-        let scheme_ok = ["http://", "https://"].iter().any(|s| {
-            value
-                .get(..s.len())
-                .is_some_and(|h| h.eq_ignore_ascii_case(s))
-        });
-        if !scheme_ok {
-            return Err("a proxy URL must be http:// or https://".into());
-        }
-        let url = url::Url::parse(value).map_err(|e| format!("malformed URL: {e}"))?;
-        if url.host().is_none() {
-            return Err("the proxy URL has no host".into());
-        }
-        if url.fragment().is_some() || url.query().is_some() {
-            return Err("a proxy URL takes no query or fragment".into());
-        }
-        return Ok(());
+        return validate_proxy_url(value);
     }
-    let (host, port) = split_host_port(value)
-        .ok_or("expected host:port, e.g. squid.caching.svc.cluster.local:3128")?;
-    let port: u16 = decimal(port).ok_or_else(|| format!("{port:?} is not a port"))?;
+    let (host, port) = split_host_port(value).ok_or(Rejection::NotHostPort)?;
+    let port: u16 = decimal(port).ok_or_else(|| Rejection::NotAPort(port.to_owned()))?;
     if port == 0 {
-        return Err("port 0 is not a port".into());
+        return Err(Rejection::PortZero);
     }
     if !is_host(host) {
-        return Err(format!("{host:?} is not a host name or IP address"));
+        return Err(Rejection::NotAHost(host.to_owned()));
     }
     // Clients read it as `http://host:port`: a name ending in a number is an IPv4 address to a
     // URL parser (`2a7.0.0.1` is none), and punycode must decode.
     url::Url::parse(&format!("http://{value}"))
-        .map_err(|e| format!("{host:?} is not a host name or IP address ({e})"))?;
+        .map_err(|e| Rejection::NotAUrlHost(host.to_owned(), e))?;
+    Ok(())
+}
+
+/// An `http://` or `https://` proxy URL: a host, no query, no fragment.
+fn validate_proxy_url(value: &str) -> Result<(), Rejection> {
+    let scheme_ok = ["http://", "https://"].iter().any(|s| {
+        value
+            .get(..s.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(s))
+    });
+    if !scheme_ok {
+        return Err(Rejection::NotHttp);
+    }
+    let url = url::Url::parse(value).map_err(Rejection::Malformed)?;
+    if url.host().is_none() {
+        return Err(Rejection::NoHost);
+    }
+    if url.fragment().is_some() || url.query().is_some() {
+        return Err(Rejection::QueryOrFragment);
+    }
     Ok(())
 }
 
 /// A no-proxy list: comma-separated host names, domains (`.example.com`), IP addresses, CIDRs, or
 /// `*`, each optionally with `:port`; spaces around the commas are allowed.
-pub fn validate_no_proxy(value: &str) -> Result<(), String> {
+pub fn validate_no_proxy(value: &str) -> Result<(), Rejection> {
     if value.len() > MAX_LEN {
-        return Err(format!(
-            "{} bytes long; at most {MAX_LEN} are accepted",
-            value.len()
-        ));
+        return Err(Rejection::TooLong { len: value.len() });
     }
     if value.is_empty() {
         return Ok(());
     }
     for entry in value.split(',').map(|e| e.trim_matches(' ')) {
         if !is_no_proxy_entry(entry) {
-            return Err(format!(
-                "{:?} is not a host, domain, IP address or CIDR (entries are comma-separated)",
-                redact(entry)
-            ));
+            return Err(Rejection::NotANoProxyEntry(redact(entry)));
         }
     }
     Ok(())
@@ -256,22 +305,9 @@ fn split_host_port(value: &str) -> Option<(&str, &str)> {
     value.split_once(':')
 }
 
-/// A DNS name (letters, digits, `-`, dots between labels) or an IP address.
+/// A DNS name or an IP address.
 fn is_host(host: &str) -> bool {
-    if host.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    host.parse::<IpAddr>().is_ok() || dns::is_name(host)
 }
 
 #[cfg(test)]
@@ -447,7 +483,12 @@ mod tests {
             http_proxy: "not a proxy".into(),
             no_proxy: String::new(),
         };
-        assert!(bad.validate().unwrap_err().contains("--default-http-proxy"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--default-http-proxy")
+        );
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub struct HostPattern {
     text: String,
 }
 
+/// Why an `--allowed-proxy-hosts` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowlistError {
+    #[error("the allowlist is empty; leave the flag out to allow every host")]
+    Empty,
+    #[error("{pattern:?} is not a host pattern: {why}")]
+    Pattern { pattern: String, why: &'static str },
+}
+
 /// A list of patterns; a host is allowed when any matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostAllowlist(Vec<HostPattern>);
@@ -33,7 +42,7 @@ impl fmt::Display for HostAllowlist {
 
 impl HostAllowlist {
     /// Parses a comma-separated list of patterns.
-    pub fn parse(list: &str) -> Result<Self, String> {
+    pub fn parse(list: &str) -> Result<Self, AllowlistError> {
         let patterns = list
             .split(',')
             .map(str::trim)
@@ -41,7 +50,7 @@ impl HostAllowlist {
             .map(HostPattern::parse)
             .collect::<Result<Vec<_>, _>>()?;
         if patterns.is_empty() {
-            return Err("the allowlist is empty; leave the flag out to allow every host".into());
+            return Err(AllowlistError::Empty);
         }
         Ok(Self(patterns))
     }
@@ -54,8 +63,13 @@ impl HostAllowlist {
 
 impl HostPattern {
     /// Parses `host` or `host:port`, with `*` and `?` globs in host labels.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
-        let invalid = |why: &str| Err(format!("{pattern:?} is not a host pattern: {why}"));
+    pub fn parse(pattern: &str) -> Result<Self, AllowlistError> {
+        let invalid = |why: &'static str| {
+            Err(AllowlistError::Pattern {
+                pattern: pattern.to_owned(),
+                why,
+            })
+        };
         let (host, port) = if pattern.starts_with('[') {
             match pattern.split_once(']') {
                 Some((v6, "")) => (&pattern[..=v6.len()], None),

@@ -4,6 +4,7 @@
 //! immutable [`Resolved`]; each request then only selects from it (see `snapshot`).
 
 pub mod cache_proxy;
+mod dns;
 pub mod host_allowlist;
 pub mod package_manager;
 pub mod proxy_url;
