@@ -1,7 +1,7 @@
 //! Package manager names and the Hermeto variable each one is exported as (docs/configuration.md §2).
 
 pub use proxyconf_proto::contract::{
-    GOMOD_SUM, hermeto_variable, is_valid_package_manager_name as is_valid_name,
+    hermeto_variable, is_valid_package_manager_name as is_valid_name,
 };
 
 #[cfg(test)]

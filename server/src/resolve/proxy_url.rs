@@ -93,8 +93,8 @@ pub fn validate<'a>(
     }
 }
 
-/// [`validate`] always through the url crate: the reference the direct check must agree with.
-#[doc(hidden)]
+/// [`validate`] always through the url crate: the reference the direct check must agree with
+/// (the property tests and the `proxy_url` fuzz target compare the two).
 pub fn validate_strictly<'a>(
     package_manager: &str,
     value: &'a str,
