@@ -7,7 +7,9 @@
 //! - [`resolve`]: ConfigMap data → settings and problems. Pure.
 //! - [`state`]: source events → published [`snapshot::Snapshot`]s, one per change.
 //! - [`snapshot`]: what is served now, and the per-request selection from it.
-//! - [`service`]: the `proxyconf.v1.ProxyConfig` handlers; [`health`]: `grpc.health.v1`.
+//! - [`service`]: the `proxyconf.v1.ProxyConfig` handlers; [`health`]: `grpc.health.v1`;
+//!   [`admission`]: which Watch streams are admitted.
+//! - [`incoming`]: connections from accept to tonic; [`tls`]: their TLS handshake.
 //! - [`telemetry`], [`signal`]: logging and shutdown for the binary.
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,7 @@ pub mod check;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod incoming;
 pub mod metrics;
 pub mod resolve;
 pub mod service;
@@ -26,21 +29,24 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use proxyconf_proto::{transport, v1::proxy_config_server::ProxyConfigServer};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::Router;
+use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 pub use error::{Error, Result};
 
 use crate::{
+    incoming::{Handshake, Lifetime, Plaintext},
     metrics::Metrics,
     service::{ProxyConfigService, WatchLimits},
     snapshot::Snapshot,
     source::Source,
+    tls::TlsHandshake,
 };
 
 /// The largest request accepted. Requests are a few flags and package manager names; anything
@@ -101,58 +107,81 @@ impl Default for ServerOptions {
 /// Health is NOT_SERVING and `Resolve` answers UNAVAILABLE until the source's first state; from
 /// then on, every request reads the latest snapshot. On shutdown, health goes NOT_SERVING first,
 /// open Watch streams end with UNAVAILABLE (clients reconnect elsewhere and resume), new calls
-/// are refused, and calls in flight get `shutdown_grace` to finish.
+/// are refused, and calls in flight get `shutdown_grace` to finish. When it returns, every task
+/// it started has ended and every connection is closed.
 pub async fn run(
     listener: TcpListener,
     source: Source,
-    options: ServerOptions,
+    mut options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (sender, snapshots) = watch::channel(Arc::new(Snapshot::not_synced(
+    let (publish, snapshots) = watch::channel(Arc::new(Snapshot::not_synced(
         source.description.clone(),
-        options.policy,
+        std::mem::take(&mut options.policy),
     )));
-    let tracker = tokio::spawn(state::track(
+    let (end_streams, draining) = watch::channel(false);
+    let service = ProxyConfigService::new(
+        snapshots.clone(),
+        metrics.clone(),
+        draining,
+        &watch_limits(&options),
+    );
+    let (reporter, router) = router(&options, service)?;
+    let tls = options.tls.take().map(TlsHandshake::load).transpose()?;
+
+    let tasks = Tasks::default();
+    health::not_serving(&reporter).await;
+    tasks.spawn_background(state::track(
         source.events,
-        sender,
+        publish,
         options.coalesce,
         metrics.clone(),
     ));
-
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    health::not_serving(&reporter).await;
-    let health_task = tokio::spawn(health::serve_when_synced(
+    tasks.spawn_background(health::serve_when_synced(
         reporter.clone(),
         snapshots.clone(),
     ));
-
-    let (drain, draining) = watch::channel(false);
-    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = options.metrics_listener.map(|listener| {
-        if let Ok(address) = listener.local_addr() {
-            info!(%address, "serving metrics at /metrics");
+    if let Some(listener) = options.metrics_listener.take() {
+        serve_metrics(listener, &metrics, snapshots, &tasks);
+    }
+    match listener.local_addr() {
+        Ok(address) => info!(%address, source = %source.description, "serving proxyconf.v1"),
+        Err(error) => info!(%error, source = %source.description, "serving proxyconf.v1"),
+    }
+    let serving = Serving {
+        options: &options,
+        tasks: &tasks,
+        reporter: &reporter,
+        end_streams: &end_streams,
+    };
+    let result = match tls {
+        Some(tls) => {
+            let files = &tls.files;
+            info!(cert = %files.cert.display(), mutual = files.client_ca.is_some(), "serving TLS");
+            tls.follow_files(&tasks.lifetime.tasks, tasks.lifetime.accepting.clone());
+            serving.serve(router, listener, tls, shutdown).await
         }
-        tokio::spawn(metrics::serve(
-            listener,
-            metrics.clone(),
-            snapshots.clone(),
-            async {
-                let _ = metrics_stopped.await;
-            },
-        ))
-    });
+        None => serving.serve(router, listener, Plaintext, shutdown).await,
+    };
+    tasks.end().await;
+    info!("server stopped");
+    Ok(result?)
+}
 
-    let service = ProxyConfigService::new(
-        snapshots,
-        metrics,
-        draining,
-        &WatchLimits {
-            setups_per_second: options.watch_setups_per_second,
-            setup_burst: options.watch_setup_burst,
-            max_stream_age: options.max_connection_age,
-        },
-    );
+fn watch_limits(options: &ServerOptions) -> WatchLimits {
+    WatchLimits {
+        setups_per_second: options.watch_setups_per_second,
+        setup_burst: options.watch_setup_burst,
+        max_stream_age: options.max_connection_age,
+    }
+}
+
+/// The gRPC services with the transport settings, and the reporter of their health.
+fn router(
+    options: &ServerOptions,
+    service: ProxyConfigService,
+) -> Result<(HealthReporter, Router)> {
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
@@ -162,62 +191,127 @@ pub async fn run(
             .max_connection_age(transport::spread(age, 0.9, 1.1))
             .max_connection_age_grace(options.max_connection_age_grace);
     }
-    match listener.local_addr() {
-        Ok(address) => info!(%address, source = %source.description, "serving proxyconf.v1"),
-        Err(error) => info!(%error, source = %source.description, "serving proxyconf.v1"),
-    }
-    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
     let router = builder
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(ProxyConfigServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES));
-    let stopped = async {
-        let _ = grpc_stopped.await;
-    };
-    let mut server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
-        Some(files) => {
-            info!(cert = %files.cert.display(), mutual = files.client_ca.is_some(), "serving TLS");
-            let incoming = tls::incoming(listener, files)?;
-            Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
-        }
-        None => {
-            // tonic sets TCP_NODELAY only on connections it accepts itself. Without it, Nagle's
-            // algorithm meets the client's delayed ACK and a small answer waits 40 ms (measured:
-            // `proxyconf env` took 44 ms).
-            let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                let stream = accepted?;
-                stream.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(stream)
-            });
-            Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
-        }
-    };
+    Ok((reporter, router))
+}
 
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = shutdown => {
-            info!(grace = ?options.shutdown_grace, "shutting down: not serving, ending Watch streams");
-            health::not_serving(&reporter).await;
-            let _ = drain.send(true);
-            let _ = stop_grpc.send(());
-            match tokio::time::timeout(options.shutdown_grace, &mut server).await {
-                Ok(result) => result,
-                Err(_) => {
-                    warn!(grace = ?options.shutdown_grace, "calls still in flight after the grace period; exiting anyway");
-                    Ok(())
-                }
-            }
-        }
-    };
-    let _ = stop_metrics.send(());
-    if let Some(task) = metrics_task {
-        let _ = task.await;
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: &Arc<Metrics>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    tasks: &Tasks,
+) {
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "serving metrics at /metrics");
     }
-    tracker.abort();
-    health_task.abort();
-    info!("server stopped");
-    Ok(result?)
+    // Stopped with the others at the end, gracefully: a scrape in progress is answered.
+    let stop = tasks.background.clone().cancelled_owned();
+    let serve = metrics::serve(listener, metrics.clone(), snapshots, stop);
+    tasks.lifetime.tasks.spawn(async move {
+        if let Err(error) = serve.await {
+            warn!(%error, "the metrics endpoint failed");
+        }
+    });
+}
+
+/// Every task the server starts, and the signals that end them.
+struct Tasks {
+    lifetime: Lifetime,
+    /// Ends the rest: the snapshot tracker, health, the metrics endpoint.
+    background: CancellationToken,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self {
+            lifetime: Lifetime {
+                tasks: TaskTracker::new(),
+                accepting: CancellationToken::new(),
+                connections: CancellationToken::new(),
+            },
+            background: CancellationToken::new(),
+        }
+    }
+}
+
+impl Tasks {
+    /// Runs `task` until it ends or the server stops.
+    fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let until = self.background.clone();
+        self.lifetime
+            .tasks
+            .spawn(until.run_until_cancelled_owned(task));
+    }
+
+    /// Ends every task and waits for them (each ends at its next step once cancelled).
+    async fn end(self) {
+        self.lifetime.accepting.cancel();
+        self.lifetime.connections.cancel();
+        self.background.cancel();
+        self.lifetime.tasks.close();
+        self.lifetime.tasks.wait().await;
+    }
+}
+
+/// What serving needs beside the router and the connections.
+struct Serving<'a> {
+    options: &'a ServerOptions,
+    tasks: &'a Tasks,
+    reporter: &'a HealthReporter,
+    /// Tells Watch streams to end (and new ones to be refused).
+    end_streams: &'a watch::Sender<bool>,
+}
+
+impl Serving<'_> {
+    /// Serves the connections accepted on `listener` until `shutdown`, then drains them.
+    async fn serve<H: Handshake>(
+        &self,
+        router: Router,
+        listener: TcpListener,
+        handshake: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let lifetime = &self.tasks.lifetime;
+        let incoming = incoming::accept(listener, handshake, lifetime);
+        let stopped = lifetime.accepting.clone().cancelled_owned();
+        let server = router.serve_with_incoming_shutdown(incoming, stopped);
+        self.drain(server, shutdown).await
+    }
+
+    /// Runs `server` until `shutdown`; then NOT_SERVING, Watch streams told to end, no new
+    /// connections, and calls in flight get the grace period; connections still open after it
+    /// are closed.
+    async fn drain(
+        &self,
+        server: impl Future<Output = Result<(), tonic::transport::Error>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let mut server = pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = shutdown => {}
+        }
+        let grace = self.options.shutdown_grace;
+        info!(?grace, "shutting down: not serving, ending Watch streams");
+        health::not_serving(self.reporter).await;
+        let _ = self.end_streams.send(true);
+        self.tasks.lifetime.accepting.cancel();
+        if let Ok(result) = tokio::time::timeout(grace, &mut server).await {
+            return result;
+        }
+        warn!(
+            ?grace,
+            "calls still in flight after the grace period; exiting anyway"
+        );
+        // Each connection fails its next read or write, and tonic's server returns.
+        self.tasks.lifetime.connections.cancel();
+        server.await
+    }
 }
 
 /// Reflection over this server's services. grpcurl 1.8 speaks only v1alpha, newer tools v1, so

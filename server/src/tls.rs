@@ -1,15 +1,16 @@
 //! TLS for the gRPC listener (rustls), optionally with client certificates (mutual TLS), reloaded
 //! when the files change — cert-manager rotates them in place — without restarting the server or
 //! dropping its connections: each new connection is accepted with the newest configuration.
+//! [`crate::incoming`] runs the handshake of each connection, within its deadline.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
-use futures::Stream;
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::net::TcpStream;
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{
@@ -19,8 +20,10 @@ use tokio_rustls::{
     },
     server::TlsStream,
 };
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info, warn};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn};
+
+use crate::incoming::{Handshake, Refusals};
 
 /// Where the certificate, its key and (for mutual TLS) the client CA are.
 #[derive(Debug, Clone)]
@@ -59,8 +62,6 @@ pub enum TlsError {
 
 /// How often the files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
-/// How long a client may take for its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsFiles {
     /// Builds a rustls configuration from the files.
@@ -136,105 +137,66 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Accepts TLS connections on `listener` with the configuration from `files`, reloaded when they
-/// change. Fails only when the files are unusable at start; a bad rotation later is logged and the
-/// previous configuration kept.
-pub fn incoming(
-    listener: TcpListener,
-    files: TlsFiles,
-) -> Result<impl Stream<Item = std::io::Result<TlsStream<tokio::net::TcpStream>>>, TlsError> {
-    let current = Arc::new(RwLock::new(Arc::new(files.load()?)));
-    tokio::spawn(reload(files, current.clone()));
-    let (tx, rx) = mpsc::channel(64);
-    let refusals = Arc::new(Refusals::default());
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // The lock is held only to clone an Arc; a poisoned lock still holds a valid config.
-            let config = current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            if tx.is_closed() {
-                return; // The server stopped.
-            }
-            // Small answers must not wait for Nagle's algorithm (see lib.rs).
-            if let Err(error) = tcp.set_nodelay(true) {
-                debug!(%peer, %error, "cannot set TCP_NODELAY");
-            }
-            let tx = tx.clone();
-            let refusals = refusals.clone();
-            tokio::spawn(async move {
-                let handshake = TlsAcceptor::from(config).accept(tcp);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => refusals.refused(peer, &error),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    Ok(ReceiverStream::new(rx))
+/// The TLS handshake of each new connection, with the newest configuration from the files.
+pub(crate) struct TlsHandshake {
+    pub(crate) files: TlsFiles,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+    refusals: Refusals,
 }
 
-/// How often a refused TLS handshake is logged at most: a scanner or a misconfigured client
-/// retrying in a loop must not flood the log.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+impl TlsHandshake {
+    /// Loads the files; fails when they are unusable at start (a bad rotation later is logged
+    /// and the previous configuration kept).
+    pub(crate) fn load(files: TlsFiles) -> Result<Self, TlsError> {
+        Ok(Self {
+            current: Arc::new(RwLock::new(Arc::new(files.load()?))),
+            files,
+            refusals: Refusals::new(
+                "TLS handshake refused (a client certificate this server does not accept, a \
+                 client that does not trust this server's certificate, or plaintext on the TLS \
+                 port)",
+            ),
+        })
+    }
 
-/// Logs refused TLS handshakes (a client certificate the server does not accept, a client that
-/// does not trust the server, plaintext on the TLS port), one warning per interval with the count
-/// of those not logged.
-#[derive(Debug, Default)]
-struct Refusals {
-    /// When the last warning was written, and how many refusals came since.
-    state: std::sync::Mutex<(Option<tokio::time::Instant>, u64)>,
-}
-
-impl Refusals {
-    fn refused(&self, peer: std::net::SocketAddr, error: &std::io::Error) {
-        let now = tokio::time::Instant::now();
-        // A poisoned lock only means a panic elsewhere; the counters are still usable.
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (last, suppressed) = &mut *state;
-        if last.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
-            *suppressed += 1;
-            debug!(%peer, %error, "TLS handshake refused");
-            return;
-        }
-        warn!(
-            %peer,
-            %error,
-            not_logged_since_last = *suppressed,
-            "TLS handshake refused (a client certificate this server does not accept, a client \
-             that does not trust this server's certificate, or plaintext on the TLS port)"
-        );
-        *last = Some(now);
-        *suppressed = 0;
+    /// Reloads the configuration when the files change, in a task of `tasks`, until `stop`.
+    pub(crate) fn follow_files(&self, tasks: &TaskTracker, stop: CancellationToken) {
+        tasks.spawn(reload(self.files.clone(), self.current.clone(), stop));
     }
 }
 
-async fn reload(files: TlsFiles, current: Arc<RwLock<Arc<ServerConfig>>>) {
+impl Handshake for TlsHandshake {
+    type Io = TlsStream<TcpStream>;
+
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<Self::Io> {
+        // The lock is held only to clone an Arc; a poisoned lock still holds a valid config.
+        let config = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        TlsAcceptor::from(config)
+            .accept(tcp)
+            .await
+            .inspect_err(|error| self.refusals.refused(peer, error))
+            .ok()
+    }
+}
+
+/// Checks the files every [`RELOAD_CHECK`] until `stop`, and swaps in a new configuration when
+/// they changed and are usable.
+async fn reload(files: TlsFiles, current: Arc<RwLock<Arc<ServerConfig>>>, stop: CancellationToken) {
     let mut seen = files.fingerprint();
-    loop {
-        tokio::time::sleep(RELOAD_CHECK).await;
+    let pause = |duration| stop.run_until_cancelled(tokio::time::sleep(duration));
+    while pause(RELOAD_CHECK).await.is_some() {
         let now = files.fingerprint();
         if now == seen {
             continue;
         }
         // Let a rotation that writes several files finish.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if pause(Duration::from_millis(200)).await.is_none() {
+            return;
+        }
         seen = files.fingerprint();
         match files.load() {
             Ok(config) => {

@@ -5,6 +5,7 @@ mod grpc {
     pub mod util;
 
     mod health_and_reflection;
+    mod lifecycle;
     mod operability;
     mod resolve;
     mod watch;
