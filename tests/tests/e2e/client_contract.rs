@@ -32,18 +32,10 @@ fn eval_env_exports_exactly_the_hermeto_variables() {
         r#"eval "$(proxyconf env --quiet)"; env | grep '^HERMETO_' | sort"#,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let want: String = [
-        ("BUNDLER", "rubygems"),
-        ("CARGO", "cargo"),
-        ("GOMOD", "go"),
-        ("NPM", "npm"),
-        ("PIP", "pypi/simple"),
-        ("PNPM", "npm"),
-        ("YARN", "npm"),
-    ]
-    .iter()
-    .map(|(pm, repo)| format!("HERMETO_{pm}__PROXY_URL={NEXUS}/{repo}/\n"))
-    .collect();
+    let want: String = super::standins::example_variables()
+        .iter()
+        .map(|(name, url)| format!("{name}={url}\n"))
+        .collect();
     assert_eq!(stdout(&out), want, "gomod-sum is never exported");
 }
 

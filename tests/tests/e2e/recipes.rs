@@ -221,6 +221,23 @@ fn every_documented_recipe_keeps_its_promise() {
     println!("{}", tried.join("\n"));
 }
 
+/// The script went on (exit 0) and Hermeto ran, without any proxy variable.
+fn assert_went_on_without_the_proxy(code: Option<i32>, ws: &Workspace, case: &str) {
+    assert_eq!(code, Some(0), "{case}");
+    let runs = ws.runs_of("hermeto");
+    assert!(!runs.is_empty(), "{case}");
+    assert!(
+        runs.iter().all(|r| r.hermeto_vars().is_empty()),
+        "{case}: {runs:?}"
+    );
+}
+
+/// The script stopped with `expected` before Hermeto ran.
+fn assert_stopped(code: Option<i32>, expected: i32, ws: &Workspace, case: &str) {
+    assert_eq!(code, Some(expected), "{case}");
+    assert!(ws.runs_of("hermeto").is_empty(), "Hermeto ran: {case}");
+}
+
 fn check_invalid(recipe: &Recipe, shell: Shell, server: &str) {
     let (code, ws, log) = try_recipe(recipe, shell, server);
     let case = format!(
@@ -228,16 +245,9 @@ fn check_invalid(recipe: &Recipe, shell: Shell, server: &str) {
         recipe.origin, recipe.text
     );
     if recipe.promise() == Promise::OptsOut {
-        assert_eq!(code, Some(0), "{case}");
-        let runs = ws.runs_of("hermeto");
-        assert!(!runs.is_empty(), "{case}");
-        assert!(
-            runs.iter().all(|r| r.hermeto_vars().is_empty()),
-            "{case}: {runs:?}"
-        );
+        assert_went_on_without_the_proxy(code, &ws, &case);
     } else {
-        assert_eq!(code, Some(78), "{case}");
-        assert!(ws.runs_of("hermeto").is_empty(), "Hermeto ran: {case}");
+        assert_stopped(code, 78, &ws, &case);
     }
 }
 
@@ -249,18 +259,9 @@ fn check_unreachable(recipe: &Recipe, shell: Shell, server: &str) {
     );
     match recipe.promise() {
         Promise::OptsOut | Promise::DirectOnUnavailable => {
-            assert_eq!(code, Some(0), "{case}");
-            let runs = ws.runs_of("hermeto");
-            assert!(!runs.is_empty(), "{case}");
-            assert!(
-                runs.iter().all(|r| r.hermeto_vars().is_empty()),
-                "{case}: {runs:?}"
-            );
+            assert_went_on_without_the_proxy(code, &ws, &case);
         }
-        Promise::FailsClosed | Promise::CacheProxy => {
-            assert_eq!(code, Some(69), "{case}");
-            assert!(ws.runs_of("hermeto").is_empty(), "Hermeto ran: {case}");
-        }
+        Promise::FailsClosed | Promise::CacheProxy => assert_stopped(code, 69, &ws, &case),
     }
 }
 
