@@ -9,7 +9,7 @@
 //! - [`snapshot`]: what is served now, and the per-request selection from it.
 //! - [`service`]: the `proxyconf.v1.ProxyConfig` handlers; [`health`]: `grpc.health.v1`;
 //!   [`admission`]: which Watch streams are admitted.
-//! - [`incoming`]: connections from accept to tonic; [`tls`]: their TLS handshake.
+//! - [`incoming`]: connections from accept to tonic, bounded; [`tls`]: their TLS handshake.
 //! - [`telemetry`], [`signal`]: logging and shutdown for the binary.
 #![forbid(unsafe_code)]
 
@@ -41,7 +41,7 @@ use tracing::{info, warn};
 pub use error::{Error, Result};
 
 use crate::{
-    incoming::{Handshake, Lifetime, Plaintext},
+    incoming::{ConnectionLimits, Handshake, Lifetime, Plaintext},
     metrics::Metrics,
     service::{ProxyConfigService, WatchLimits},
     snapshot::Snapshot,
@@ -69,6 +69,11 @@ pub struct ServerOptions {
     pub max_connection_age_grace: Duration,
     /// Streams per connection.
     pub max_concurrent_streams: u32,
+    /// Connections open at once; one more is closed at once (see [`incoming`]).
+    pub max_connections: usize,
+    /// How long a new connection may take for its TLS handshake, its HTTP/2 preface and its
+    /// first stream (at most [`incoming::MAX_HANDSHAKE_TIMEOUT`]).
+    pub handshake_timeout: Duration,
     /// Admission of new Watch streams.
     pub watch_setups_per_second: u32,
     /// Watch streams admitted at once.
@@ -92,6 +97,8 @@ impl Default for ServerOptions {
             max_connection_age: Some(Duration::from_secs(30 * 60)),
             max_connection_age_grace: Duration::from_secs(30),
             max_concurrent_streams: 1024,
+            max_connections: 20_000,
+            handshake_timeout: Duration::from_secs(10),
             watch_setups_per_second: 1000,
             watch_setup_burst: 10_000,
             shutdown_grace: Duration::from_secs(10),
@@ -151,6 +158,7 @@ pub async fn run(
     }
     let serving = Serving {
         options: &options,
+        metrics: &metrics,
         tasks: &tasks,
         reporter: &reporter,
         end_streams: &end_streams,
@@ -261,6 +269,7 @@ impl Tasks {
 /// What serving needs beside the router and the connections.
 struct Serving<'a> {
     options: &'a ServerOptions,
+    metrics: &'a Metrics,
     tasks: &'a Tasks,
     reporter: &'a HealthReporter,
     /// Tells Watch streams to end (and new ones to be refused).
@@ -276,8 +285,12 @@ impl Serving<'_> {
         handshake: H,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
+        let limits = ConnectionLimits {
+            max_connections: self.options.max_connections,
+            handshake_timeout: self.options.handshake_timeout,
+        };
         let lifetime = &self.tasks.lifetime;
-        let incoming = incoming::accept(listener, handshake, lifetime);
+        let incoming = incoming::accept(listener, handshake, &limits, self.metrics, lifetime);
         let stopped = lifetime.accepting.clone().cancelled_owned();
         let server = router.serve_with_incoming_shutdown(incoming, stopped);
         self.drain(server, shutdown).await

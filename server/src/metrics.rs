@@ -64,6 +64,13 @@ pub struct Metrics {
     pub watch_messages: Counter,
     /// Watch streams refused because too many were opened at once.
     pub watch_rejected: Counter,
+    /// Open gRPC connections (accepted and not closed yet, counted against the cap).
+    pub connections_open: Gauge,
+    /// Connections closed at once because the cap was reached.
+    pub connections_refused: Counter,
+    /// Connections closed because they did not complete the TLS handshake, send the HTTP/2
+    /// preface or open a stream within the handshake timeout.
+    pub connections_timed_out: Counter,
     /// Changes of the served configuration.
     pub config_changes: Counter,
     /// Failures of the source.
@@ -155,6 +162,22 @@ impl Metrics {
             "watch_rejected",
             "Watch streams refused with RESOURCE_EXHAUSTED because too many were opened at once",
             self.watch_rejected.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open gRPC connections",
+            self.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "gRPC connections closed at once because as many were open as this replica serves",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "gRPC connections closed because they did not complete their TLS handshake, send the \
+             HTTP/2 preface or open a stream within the handshake timeout",
+            self.connections_timed_out.clone(),
         );
         registry.register(
             "config_changes",

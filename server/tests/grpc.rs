@@ -4,6 +4,7 @@
 mod grpc {
     pub mod util;
 
+    mod connections;
     mod health_and_reflection;
     mod lifecycle;
     mod operability;

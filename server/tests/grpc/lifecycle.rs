@@ -9,14 +9,11 @@ use std::{
 };
 
 use proxyconf_proto::v1::{WatchRequest, proxy_config_client::ProxyConfigClient};
-use proxyconf_server::{ServerOptions, tls::TlsFiles};
+use proxyconf_server::{ServerOptions, incoming::PREFACE, tls::TlsFiles};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::util::{ConfigMapFixture, IsolatedServer, NEXUS, scrape, within};
-
-/// The HTTP/2 client connection preface.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Shuts `server` down, waits for `run` to return, and checks what it left.
 async fn stop_and_check(server: IsolatedServer) {
