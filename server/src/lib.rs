@@ -78,6 +78,8 @@ pub struct ServerOptions {
     pub watch_setups_per_second: u32,
     /// Watch streams admitted at once.
     pub watch_setup_burst: u32,
+    /// Watch streams open at once; one more is refused with RESOURCE_EXHAUSTED.
+    pub max_watch_streams: usize,
     /// After shutdown starts, how long calls in flight may take before the server exits anyway.
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
@@ -101,6 +103,8 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             watch_setups_per_second: 1000,
             watch_setup_burst: 10_000,
+            // About 4 KiB each (README, Performance): 20,000 ≈ 80 MiB, what 2 cores serve.
+            max_watch_streams: 20_000,
             shutdown_grace: Duration::from_secs(10),
             metrics_listener: None,
             policy: resolve::Policy::default(),
@@ -181,6 +185,7 @@ fn watch_limits(options: &ServerOptions) -> WatchLimits {
     WatchLimits {
         setups_per_second: options.watch_setups_per_second,
         setup_burst: options.watch_setup_burst,
+        max_streams: options.max_watch_streams,
         max_stream_age: options.max_connection_age,
     }
 }

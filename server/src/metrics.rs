@@ -62,8 +62,10 @@ pub struct Metrics {
     pub subscribers: Gauge,
     /// Messages sent on Watch streams.
     pub watch_messages: Counter,
-    /// Watch streams refused because too many were opened at once.
+    /// Watch streams refused: too many open, or too many opened at once.
     pub watch_rejected: Counter,
+    /// The most Watch streams open at once (`--max-watch-streams`).
+    pub watch_streams_max: Gauge,
     /// Open gRPC connections (accepted and not closed yet, counted against the cap).
     pub connections_open: Gauge,
     /// Connections closed at once because the cap was reached.
@@ -160,8 +162,14 @@ impl Metrics {
         );
         registry.register(
             "watch_rejected",
-            "Watch streams refused with RESOURCE_EXHAUSTED because too many were opened at once",
+            "Watch streams refused with RESOURCE_EXHAUSTED: as many open as \
+             proxyconf_watch_streams_max, or too many opened at once",
             self.watch_rejected.clone(),
+        );
+        registry.register(
+            "watch_streams_max",
+            "The most Watch streams this replica serves at once",
+            self.watch_streams_max.clone(),
         );
         registry.register(
             "connections_open",

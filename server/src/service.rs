@@ -17,7 +17,7 @@ use tonic::{Request, Response};
 use tracing::{debug, instrument};
 
 use crate::{
-    admission::TokenBucket,
+    admission::{Admitted, WatchAdmission},
     error::Error,
     metrics::{Metrics, Outcome},
     snapshot::{Scope, Snapshot},
@@ -33,8 +33,8 @@ pub struct ProxyConfigService {
     metrics: Arc<Metrics>,
     /// Becomes true when the server shuts down: streams end, new ones are refused.
     draining: watch::Receiver<bool>,
-    /// Bounds how fast Watch streams may be opened.
-    admission: Arc<TokenBucket>,
+    /// Bounds how many Watch streams are open and how fast they may be opened.
+    admission: Arc<WatchAdmission>,
     /// Each Watch stream ends (UNAVAILABLE, to be resumed) after about this long, so that
     /// long-lived subscribers spread again over replicas; `None` keeps streams open forever.
     max_stream_age: Option<Duration>,
@@ -49,6 +49,8 @@ pub struct WatchLimits {
     pub setups_per_second: u32,
     /// New streams admitted at once.
     pub setup_burst: u32,
+    /// Streams open at once.
+    pub max_streams: usize,
     /// See [`ProxyConfigService::max_stream_age`].
     pub max_stream_age: Option<Duration>,
 }
@@ -61,14 +63,19 @@ impl ProxyConfigService {
         draining: watch::Receiver<bool>,
         limits: &WatchLimits,
     ) -> Self {
+        let admission = WatchAdmission::new(
+            limits.max_streams,
+            limits.setups_per_second,
+            limits.setup_burst,
+        );
+        metrics
+            .watch_streams_max
+            .set(i64::try_from(admission.max_streams()).unwrap_or(i64::MAX));
         Self {
             snapshots,
             metrics,
             draining,
-            admission: Arc::new(TokenBucket::new(
-                limits.setups_per_second,
-                limits.setup_burst,
-            )),
+            admission: Arc::new(admission),
             max_stream_age: limits.max_stream_age,
             started: Instant::now(),
         }
@@ -114,12 +121,10 @@ impl ProxyConfig for ProxyConfigService {
         let request = request.into_inner();
         let scope =
             Scope::from_request(&request.request.unwrap_or_default()).map_err(Error::from)?;
-        if !self.admission.try_take() {
+        let admitted = self.admission.admit().map_err(|refused| {
             self.metrics.watch_rejected.inc();
-            return Err(tonic::Status::resource_exhausted(
-                "too many Watch streams opened at once; retry after a jittered backoff",
-            ));
-        }
+            tonic::Status::resource_exhausted(refused.to_string())
+        })?;
         let expires = self
             .max_stream_age
             // Spread over [70 %, 90 %] so that streams opened together end apart, and before
@@ -135,7 +140,7 @@ impl ProxyConfig for ProxyConfigService {
             last_stale: false,
             expires,
             ended: false,
-            _counted: Counted::new(self.metrics.clone()),
+            _counted: Counted::new(self.metrics.clone(), admitted),
         };
         debug!(subscribers = self.metrics.subscribers.get(), "watch opened");
         Ok(Response::new(Box::pin(futures::stream::unfold(
@@ -191,7 +196,7 @@ impl Subscription {
             {
                 self.last_version.clone_from(&resolution.version);
                 self.last_stale = is_stale(&resolution);
-                self._counted.0.watch_messages.inc();
+                self._counted.metrics.watch_messages.inc();
                 return Some((Ok(Resolution::clone(&resolution)), self));
             }
             let expires = self.expires;
@@ -229,18 +234,25 @@ fn is_stale(resolution: &Resolution) -> bool {
     resolution.source.as_ref().is_some_and(|s| s.stale)
 }
 
-/// Counts itself in the subscribers gauge while it lives.
-struct Counted(Arc<Metrics>);
+/// Counts itself in the subscribers gauge, and holds its place among the open streams, while it
+/// lives.
+struct Counted {
+    metrics: Arc<Metrics>,
+    _admitted: Admitted,
+}
 
 impl Counted {
-    fn new(metrics: Arc<Metrics>) -> Self {
+    fn new(metrics: Arc<Metrics>, admitted: Admitted) -> Self {
         metrics.subscribers.inc();
-        Self(metrics)
+        Self {
+            metrics,
+            _admitted: admitted,
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.subscribers.dec();
+        self.metrics.subscribers.dec();
     }
 }

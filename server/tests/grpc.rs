@@ -7,6 +7,7 @@ mod grpc {
     mod connections;
     mod health_and_reflection;
     mod lifecycle;
+    mod limits;
     mod operability;
     mod resolve;
     mod watch;
