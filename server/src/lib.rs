@@ -198,7 +198,16 @@ fn router(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
-        .max_concurrent_streams(options.max_concurrent_streams);
+        .max_concurrent_streams(options.max_concurrent_streams)
+        // A client that resets streams before they are served (rapid reset) gets GOAWAY after
+        // this many: h2's default, set here so that it stays.
+        .http2_max_pending_accept_reset_streams(Some(20))
+        // Streams the server itself resets because of the client's errors (MadeYouReset): tonic
+        // passes `None` unless set, and hyper then applies no limit at all instead of its 1024.
+        .http2_max_local_error_reset_streams(Some(1024))
+        // Requests carry a few short headers; these are hyper's defaults, set so that they stay.
+        .http2_max_header_list_size(16 * 1024)
+        .max_frame_size(16 * 1024);
     if let Some(age) = options.max_connection_age {
         builder = builder
             .max_connection_age(transport::spread(age, 0.9, 1.1))

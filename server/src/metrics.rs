@@ -73,6 +73,9 @@ pub struct Metrics {
     /// Connections closed because they did not complete the TLS handshake, send the HTTP/2
     /// preface or open a stream within the handshake timeout.
     pub connections_timed_out: Counter,
+    /// Connections closed because they sent more PINGs or stream resets in a second than the
+    /// server takes.
+    pub connections_flood: Counter,
     /// Changes of the served configuration.
     pub config_changes: Counter,
     /// Failures of the source.
@@ -186,6 +189,12 @@ impl Metrics {
             "gRPC connections closed because they did not complete their TLS handshake, send the \
              HTTP/2 preface or open a stream within the handshake timeout",
             self.connections_timed_out.clone(),
+        );
+        registry.register(
+            "connections_flood",
+            "gRPC connections closed because they sent more PINGs or stream resets in a second \
+             than this server takes from a connection",
+            self.connections_flood.clone(),
         );
         registry.register(
             "config_changes",

@@ -1,10 +1,16 @@
-//! Bounded connections: a cap on open ones, and connections that do not send the HTTP/2 preface
-//! or open a stream within the handshake timeout closed.
+//! Bounded connections: a cap on open ones; connections closed that do not send the HTTP/2
+//! preface or open a stream within the handshake timeout, or that flood PINGs or stream resets.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
-use proxyconf_server::{ServerOptions, incoming::PREFACE};
+use proxyconf_server::{
+    ServerOptions,
+    incoming::{MAX_PINGS_PER_SECOND, MAX_RESETS_PER_SECOND, PREFACE},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -156,4 +162,120 @@ async fn a_client_that_opened_a_stream_in_time_stays_connected_past_the_timeout(
         0.0
     );
     assert_eq!(server.metric("proxyconf_connections_open").await, 1.0);
+}
+
+/// A PING frame carrying `n`.
+fn ping(n: u64) -> Vec<u8> {
+    let mut frame = vec![0, 0, 8, 0x6, 0, 0, 0, 0, 0];
+    frame.extend(n.to_be_bytes());
+    frame
+}
+
+/// Reads frames from `stream` until `count` PING answers (ACK) have come.
+async fn read_ping_acks(stream: &mut TcpStream, count: u64) {
+    let mut acks = 0;
+    while acks < count {
+        let mut header = [0; 9];
+        within(stream.read_exact(&mut header)).await.unwrap();
+        let length =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0; length];
+        within(stream.read_exact(&mut payload)).await.unwrap();
+        if header[3] == 0x6 && header[4] & 0x1 == 1 {
+            acks += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ping_flood_is_closed_and_a_few_pings_are_answered() {
+    let server = serving(ServerOptions::default()).await;
+    let hello = [PREFACE.as_slice(), &SETTINGS].concat();
+    let burst = u64::from(MAX_PINGS_PER_SECOND);
+
+    let mut polite = TcpStream::connect(server.addr).await.unwrap();
+    polite.write_all(&hello).await.unwrap();
+    for n in 0..burst {
+        polite.write_all(&ping(n)).await.unwrap();
+    }
+    read_ping_acks(&mut polite, burst).await;
+
+    let mut flood = TcpStream::connect(server.addr).await.unwrap();
+    let pings: Vec<u8> = (0..=burst).flat_map(ping).collect();
+    flood.write_all(&[hello, pings].concat()).await.unwrap();
+    assert!(closed_after(&mut flood).await < Duration::from_secs(1));
+    assert_eq!(
+        server.metric("proxyconf_connections_flood_total").await,
+        1.0
+    );
+
+    // The polite one is still served: another PING a second later is answered.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    polite.write_all(&ping(burst)).await.unwrap();
+    read_ping_acks(&mut polite, 1).await;
+}
+
+/// Opens `count` Watch streams on `client` one after the other, and resets each once it is
+/// answered, as a client cancelling its calls does.
+async fn watch_and_reset(
+    mut client: h2::client::SendRequest<tokio_util::bytes::Bytes>,
+    addr: SocketAddr,
+    count: u32,
+) {
+    for _ in 0..count {
+        let Ok(ready) = client.ready().await else {
+            return;
+        };
+        client = ready;
+        let request = http::Request::post(format!("http://{addr}/proxyconf.v1.ProxyConfig/Watch"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let Ok((response, mut stream)) = client.send_request(request, false) else {
+            return;
+        };
+        // An empty WatchRequest, as one gRPC message.
+        let empty = tokio_util::bytes::Bytes::from_static(&[0; 5]);
+        if stream.send_data(empty, true).is_err() || within(response).await.is_err() {
+            return;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_resetting_more_streams_than_the_limit_in_a_second_is_closed() {
+    let server = serving(ServerOptions::default()).await;
+    let connect = || async {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        (client, tokio::spawn(connection))
+    };
+
+    let (polite_client, polite) = connect().await;
+    watch_and_reset(
+        polite_client.clone(),
+        server.addr,
+        MAX_RESETS_PER_SECOND / 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!polite.is_finished(), "half the limit is fine");
+
+    let (flooding_client, flooding) = connect().await;
+    watch_and_reset(
+        flooding_client.clone(),
+        server.addr,
+        MAX_RESETS_PER_SECOND + 1,
+    )
+    .await;
+    // Closed (the client sees the end of the connection, without GOAWAY).
+    within(flooding).await.unwrap().ok();
+    assert_eq!(
+        server.metric("proxyconf_connections_flood_total").await,
+        1.0
+    );
+    assert!(!polite.is_finished());
+    drop((polite_client, flooding_client));
 }
