@@ -148,9 +148,29 @@ struct ServeArgs {
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     max_connection_age: Duration,
 
+    /// Serve at most this many connections at once; one more is accepted and closed at once
+    /// (counted in proxyconf_connections_refused_total).
+    #[arg(long, default_value = "20000", value_name = "N", value_parser = at_least_one())]
+    max_connections: usize,
+
+    /// A new connection must complete its TLS handshake, send the HTTP/2 preface and open its
+    /// first stream within this, or it is closed (at most 20s).
+    #[arg(long, default_value = "10s", value_parser = proxyconf_server::incoming::parse_handshake_timeout, value_name = "DURATION")]
+    handshake_timeout: Duration,
+
+    /// Serve at most this many Watch streams at once (about 4 KiB each); one more is refused with
+    /// RESOURCE_EXHAUSTED, to be retried with backoff or on another replica.
+    #[arg(long, default_value = "20000", value_name = "N", value_parser = at_least_one())]
+    max_watch_streams: usize,
+
     /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// A count of at least 1.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// What the operator decides for every ConfigMap: shared by the server and `check`.
@@ -296,6 +316,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = ServerOptions {
         shutdown_grace: args.shutdown_grace,
         max_connection_age: (!args.max_connection_age.is_zero()).then_some(args.max_connection_age),
+        max_connections: args.max_connections,
+        handshake_timeout: args.handshake_timeout,
+        max_watch_streams: args.max_watch_streams,
         metrics_listener,
         policy,
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
