@@ -7,7 +7,7 @@
 //! - a blank file (blanks and comments only) is `Empty`, never a ConfigMap, and otherwise `parse`
 //!   of a `.yaml` file is exactly `parse_manifest`;
 //! - the data read round-trips: the same data written as a JSON manifest (what `kubectl -o json`
-//!   prints, also valid YAML) reads back identically.
+//!   prints, also valid YAML) reads back identically (for keys within Kubernetes' 253 bytes).
 #![no_main]
 
 use std::path::Path;
@@ -24,10 +24,13 @@ fuzz_target!(|bytes: &[u8]| {
     };
     let manifest = file_format::parse_manifest(text);
     match &manifest {
+        // Keys within Kubernetes' limit (253 bytes): YAML reads no implicit key over 1024
+        // characters, so a longer one could not round-trip through the JSON form, and no
+        // ConfigMap the API server holds (or `kubectl -o json` prints) has one.
         Ok(ConfigMapState::Present {
             data,
             resource_version,
-        }) => {
+        }) if data.keys().all(|k| k.len() <= 253) => {
             let json = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -46,6 +49,7 @@ fuzz_target!(|bytes: &[u8]| {
                 other => panic!("the JSON form of an accepted manifest: {other:?}\n{json}"),
             }
         }
+        Ok(ConfigMapState::Present { .. }) => {}
         Ok(ConfigMapState::Missing) => panic!("a manifest is never a missing ConfigMap"),
         Err(error) => {
             let _ = error_chain(error);
