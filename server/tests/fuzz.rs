@@ -325,3 +325,21 @@ fn globs_never_match_ipv6_addresses() {
     let ipv6 = HostAllowlist::parse("[2001:db8::1]").unwrap();
     assert!(ipv6.allows("[2001:db8::1]", Some(443)));
 }
+
+/// `fuzz/proxy_url` (in CI): the url crate decodes `%2c` in a host into `,`, so a gomod URL whose
+/// normalised form is a GOPROXY list was accepted.
+#[test]
+fn a_gomod_host_with_an_encoded_comma_is_a_list() {
+    for value in ["http://%2c'0020!.08pc:0", "https://nexus%2Cdirect/go/"] {
+        assert_eq!(
+            proxy_url::validate("gomod", value).unwrap_err(),
+            proxy_url::UrlRejection::GoproxyList,
+            "{value}"
+        );
+        assert_eq!(
+            proxy_url::validate_strictly("gomod", value).unwrap_err(),
+            proxy_url::UrlRejection::GoproxyList,
+            "{value}"
+        );
+    }
+}

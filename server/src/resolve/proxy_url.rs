@@ -89,8 +89,21 @@ pub fn validate<'a>(
     let (https, authority, rest) = check_shape(package_manager, value)?;
     match plain_target(https, authority, rest) {
         Some(target) => Ok(target),
-        None => parse_with_url_crate(value),
+        None => parse_with_url_crate(value).and_then(|t| no_list_in_host(package_manager, t)),
     }
+}
+
+/// A gomod host that the URL parser decoded into one with a `,` (`http://a%2cdirect/`): its
+/// normalised form is a GOPROXY list, so it is refused as one (found by the `proxy_url` fuzz
+/// target). The plain check never yields such a host: `check_shape` refuses a raw `,`.
+fn no_list_in_host<'a>(
+    package_manager: &str,
+    target: ProxyTarget<'a>,
+) -> Result<ProxyTarget<'a>, UrlRejection> {
+    if package_manager == "gomod" && target.host.contains(',') {
+        return Err(UrlRejection::GoproxyList);
+    }
+    Ok(target)
 }
 
 /// [`validate`] always through the url crate: the reference the direct check must agree with
@@ -100,7 +113,7 @@ pub fn validate_strictly<'a>(
     value: &'a str,
 ) -> Result<ProxyTarget<'a>, UrlRejection> {
     check_shape(package_manager, value)?;
-    parse_with_url_crate(value)
+    parse_with_url_crate(value).and_then(|t| no_list_in_host(package_manager, t))
 }
 
 /// The checks on the raw value: length, characters, GOPROXY lists, `scheme://authority` shape,
