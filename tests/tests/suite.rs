@@ -19,6 +19,7 @@ mod e2e {
     mod failover;
     mod faults;
     mod file_changes;
+    mod idle_connections;
     mod kubernetes;
     mod python_subscriber;
     mod recipes;
