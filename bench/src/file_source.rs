@@ -1,7 +1,7 @@
 //! The file and directory sources end to end: how soon a change on disk reaches Watch
 //! subscribers, now that the kernel tells the server (inotify) instead of a 500 ms poll.
 
-use std::{path::Path, time::Duration};
+use std::{future::Future, path::Path, time::Duration};
 
 use proxyconf_e2e::fixtures::{NEXUS, project_configmap};
 
@@ -28,7 +28,7 @@ fn replace(path: &Path, content: &str) {
 async fn delays(
     address: &str,
     subscribers: usize,
-    change: impl FnOnce(),
+    change: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<Vec<Duration>> {
     let channels = load::connect(address, subscribers.div_ceil(100).max(1)).await?;
     let streams = load::Subscribers::open(&channels, subscribers).await?;
@@ -43,8 +43,9 @@ pub async fn file_change(table: &mut Table, subscribers: usize) -> anyhow::Resul
     let path = dir.path().join("cluster-config.env");
     std::fs::write(&path, env_file("npm"))?;
     let server = ServerProcess::proxyconf_local("--configmap-file", &path)?;
-    let mut delays = delays(&server.address, subscribers, || {
+    let mut delays = delays(&server.address, subscribers, async {
         replace(&path, &env_file("npm-group"));
+        Ok(())
     })
     .await?;
     let (p50, p99) = percentiles(&mut delays);
@@ -69,8 +70,9 @@ pub async fn directory_swap(table: &mut Table, subscribers: usize) -> anyhow::Re
     };
     project_configmap(dir.path(), "1", &data(&npm));
     let server = ServerProcess::proxyconf_local("--configmap-dir", dir.path())?;
-    let mut delays = delays(&server.address, subscribers, || {
+    let mut delays = delays(&server.address, subscribers, async {
         project_configmap(dir.path(), "2", &data(&group));
+        Ok(())
     })
     .await?;
     let (p50, p99) = percentiles(&mut delays);

@@ -7,7 +7,8 @@
 //! - [`processes`]: the servers under test (proxyconf-server, the bare tonic floor) as child
 //!   processes, and their memory and CPU from `/proc`.
 //! - [`bare`]: the bare tonic server: one method answering a precomputed constant.
-//! - [`load`]: the load generator: closed-loop throughput, open-loop latency, Watch fan-out.
+//! - [`load`]: the load generator: closed-loop throughput, open-loop latency, Watch streams.
+//! - [`fanout`]: one change to every Watch subscriber, and each idle subscriber's memory.
 //! - [`costs`]: in-process costs: resolving ConfigMaps, allocation.
 //! - [`client_runs`]: `proxyconf env` as a whole process.
 //! - [`suite`]: runs it all and builds the [`report::Table`].
@@ -15,6 +16,7 @@
 pub mod bare;
 pub mod client_runs;
 pub mod costs;
+pub mod fanout;
 pub mod file_source;
 pub mod load;
 pub mod machine;

@@ -1,13 +1,13 @@
 //! The load generator: real tonic clients opening many connections and streams.
 
 use std::{
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use proxyconf_proto::v1::{ResolveRequest, WatchRequest, proxy_config_client::ProxyConfigClient};
-use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 /// `connections` separate HTTP/2 connections to `address`.
@@ -101,39 +101,35 @@ pub struct Subscribers {
 }
 
 impl Subscribers {
-    /// Opens them all and waits for every first message.
+    /// Opens them all, the connections' shares at once, and waits for every first message.
     pub async fn open(channels: &[Channel], subscribers: usize) -> anyhow::Result<Self> {
+        let mut openers = tokio::task::JoinSet::new();
+        for (i, channel) in channels.iter().enumerate() {
+            let share =
+                subscribers / channels.len() + usize::from(i < subscribers % channels.len());
+            let client = ProxyConfigClient::new(channel.clone());
+            openers.spawn(open_streams(client, share));
+        }
         let mut streams = Vec::with_capacity(subscribers);
-        for i in 0..subscribers {
-            let mut client = ProxyConfigClient::new(channels[i % channels.len()].clone());
-            let mut stream = loop {
-                match client.watch(WatchRequest::default()).await {
-                    Ok(response) => break response.into_inner(),
-                    // Admission control: back off and retry, as real subscribers do.
-                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Err(status) => return Err(status.into()),
-                }
-            };
-            stream.message().await?.context("a first message")?;
-            streams.push(stream);
+        while let Some(opened) = openers.join_next().await {
+            streams.extend(opened??);
         }
         Ok(Self { streams })
     }
 
-    /// Calls `change`, then waits for every subscriber's next message; returns each one's delay
+    /// Runs `change`, then waits for every subscriber's next message; returns each one's delay
     /// from the change to its receipt.
-    pub async fn delays_after(self, change: impl FnOnce()) -> anyhow::Result<Vec<Duration>> {
-        let received = Arc::new(Mutex::new(Vec::with_capacity(self.streams.len())));
+    pub async fn delays_after(
+        self,
+        change: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<Vec<Duration>> {
         let ready = Arc::new(tokio::sync::Barrier::new(self.streams.len() + 1));
         let changed_at = Arc::new(std::sync::OnceLock::<Instant>::new());
-        let mut readers = Vec::with_capacity(self.streams.len());
+        let mut readers = tokio::task::JoinSet::new();
         for mut stream in self.streams {
-            let received = received.clone();
             let ready = ready.clone();
             let changed_at = changed_at.clone();
-            readers.push(tokio::spawn(async move {
+            readers.spawn(async move {
                 ready.wait().await;
                 stream
                     .message()
@@ -143,17 +139,43 @@ impl Subscribers {
                 let since = changed_at
                     .get()
                     .map_or(Duration::ZERO, |t| at.saturating_duration_since(*t));
-                received.lock().await.push(since);
-                Ok::<_, anyhow::Error>(stream)
-            }));
+                // Kept until every subscriber has its message: a stream dropped here would make
+                // the server tear it down while it still fans out to the others.
+                Ok::<_, anyhow::Error>((since, stream))
+            });
         }
         ready.wait().await;
         let _ = changed_at.set(Instant::now());
-        change();
-        for reader in readers {
-            reader.await??;
+        change.await?;
+        let mut delays = Vec::with_capacity(readers.len());
+        let mut streams = Vec::with_capacity(readers.len());
+        while let Some(received) = readers.join_next().await {
+            let (delay, stream) = received??;
+            delays.push(delay);
+            streams.push(stream);
         }
-        let delays = received.lock().await.clone();
         Ok(delays)
     }
+}
+
+/// Opens `count` Watch streams with `client`, one after the other, each with its first message.
+async fn open_streams(
+    mut client: ProxyConfigClient<Channel>,
+    count: usize,
+) -> anyhow::Result<Vec<tonic::Streaming<proxyconf_proto::v1::Resolution>>> {
+    let mut streams = Vec::with_capacity(count);
+    while streams.len() < count {
+        let mut stream = match client.watch(WatchRequest::default()).await {
+            Ok(response) => response.into_inner(),
+            // Admission control: back off and retry, as real subscribers do.
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(status) => return Err(status.into()),
+        };
+        stream.message().await?.context("a first message")?;
+        streams.push(stream);
+    }
+    Ok(streams)
 }

@@ -4,7 +4,9 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use proxyconf_bench::{bare, client_runs, costs::CountingAllocator, load, percentiles, suite};
+use proxyconf_bench::{
+    bare, client_runs, costs::CountingAllocator, fanout, load, percentiles, suite,
+};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -25,6 +27,17 @@ enum Command {
         /// A tiny configuration that only proves everything runs (what CI does).
         #[arg(long)]
         smoke: bool,
+        /// Also measure the fan-out to 100,000 subscribers over 1,000 connections (minutes).
+        #[arg(long, conflicts_with = "smoke")]
+        large_fan_out: bool,
+    },
+    /// Measure one Watch fan-out: one ConfigMap change on a Kubernetes API to every subscriber,
+    /// and the server's memory per idle subscriber; then the same for the bare tonic floor.
+    Fanout {
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
     },
     /// Serve a constant answer (an encoded proxyconf.v1.Resolution) as fast as tonic can.
     BareServer {
@@ -63,14 +76,39 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::All { smoke } => {
+            Command::All {
+                smoke,
+                large_fan_out,
+            } => {
                 let scale = if smoke {
                     suite::Scale::smoke()
                 } else {
-                    suite::Scale::full()
+                    suite::Scale {
+                        large_fan_out: large_fan_out.then_some((100_000, 1_000)),
+                        ..suite::Scale::full()
+                    }
                 };
                 let table = suite::run(&scale).await?;
                 print!("{}", table.markdown());
+            }
+            Command::Fanout {
+                subscribers,
+                connections,
+            } => {
+                let streams = subscribers.to_string();
+                let args = ["--max-watch-streams", streams.as_str()];
+                let (real, answer) = fanout::kubernetes(subscribers, connections, &args).await?;
+                let floor = fanout::bare(subscribers, connections, &answer).await?;
+                for (what, measured) in [("proxyconf-server", real), ("bare tonic", floor)] {
+                    println!(
+                        "{what}: {subscribers} subscribers over {connections} connections: \
+                         first {:?}, p50 {:?}, p99 {:?}; {:.2} KiB per idle subscriber",
+                        measured.first,
+                        measured.p50,
+                        measured.p99,
+                        measured.per_subscriber_kib()
+                    );
+                }
             }
             Command::BareServer { listen, answer } => bare::serve(listen, &answer).await?,
             Command::Measure { command } => client_runs::measure(&command)?,

@@ -38,9 +38,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `proxyconf-server` watching the Kubernetes API of `kubeconfig`.
     pub fn proxyconf(kubeconfig: &Path) -> anyhow::Result<Self> {
+        Self::proxyconf_with(kubeconfig, &[])
+    }
+
+    /// [`ServerProcess::proxyconf`] with `args` added to its command line.
+    pub fn proxyconf_with(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new(sibling("proxyconf-server")?);
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,proxyconf_server=info")
             .env_remove("KUBERNETES_SERVICE_HOST");

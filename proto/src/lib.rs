@@ -6,12 +6,14 @@
 
 pub mod codec;
 pub mod contract;
+pub mod encoded;
 pub mod transport;
 
 /// Generated messages, client and server of `proxyconf.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("proxyconf.v1");
+    include!(concat!(env!("OUT_DIR"), "/proxyconf.v1.ProxyConfig.rs"));
     include!(concat!(env!("OUT_DIR"), "/proxyconf.v1.serde.rs"));
 }
 
@@ -21,3 +23,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The fully qualified name of the service, as health checks and reflection name it (generated).
 pub use v1::proxy_config_server::SERVICE_NAME;
+
+pub use encoded::Encoded;

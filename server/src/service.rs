@@ -8,9 +8,12 @@ use std::{
 };
 
 use futures::Stream;
-use proxyconf_proto::v1::{
-    GetStatusRequest, Resolution, ResolveRequest, Status, WatchRequest,
-    proxy_config_server::ProxyConfig,
+use proxyconf_proto::{
+    Encoded,
+    v1::{
+        GetStatusRequest, Resolution, ResolveRequest, Status, WatchRequest,
+        proxy_config_server::ProxyConfig,
+    },
 };
 use tokio::sync::watch;
 use tonic::{Request, Response};
@@ -21,7 +24,6 @@ use crate::{
     error::Error,
     metrics::{Metrics, Outcome},
     snapshot::{Scope, Snapshot},
-    state::sleep_until_or_forever,
 };
 
 /// The gRPC service over the published snapshots.
@@ -82,7 +84,7 @@ impl ProxyConfigService {
     }
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<Resolution, tonic::Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<Encoded<Resolution>, tonic::Status>> + Send>>;
 
 const SHUTTING_DOWN: &str = "proxyconf-server is shutting down; reconnect (to another replica) and resume from your last version";
 
@@ -92,20 +94,19 @@ impl ProxyConfig for ProxyConfigService {
     async fn resolve(
         &self,
         request: Request<ResolveRequest>,
-    ) -> Result<Response<Resolution>, tonic::Status> {
+    ) -> Result<Response<Encoded<Resolution>>, tonic::Status> {
         let result = Scope::from_request(request.get_ref())
             .map_err(Error::from)
             .and_then(|scope| {
                 let snapshot = self.snapshots.borrow().clone();
-                snapshot.resolution(&scope).ok_or(Error::NotSynced)
+                snapshot.answer(&scope).ok_or(Error::NotSynced)
             });
         self.metrics.resolved(match &result {
             Ok(_) => Outcome::Ok,
             Err(Error::NotSynced) => Outcome::Unavailable,
             Err(_) => Outcome::InvalidArgument,
         });
-        let answer = result?;
-        Ok(Response::new(Resolution::clone(&answer)))
+        Ok(Response::new(result?.encoded.clone()))
     }
 
     type WatchStream = WatchStream;
@@ -130,7 +131,9 @@ impl ProxyConfig for ProxyConfigService {
             // Spread over [70 %, 90 %] so that streams opened together end apart, and before
             // their connection's own age (±10 %) forces them.
             .map(|age| {
-                tokio::time::Instant::now() + proxyconf_proto::transport::spread(age, 0.7, 0.9)
+                Box::pin(tokio::time::sleep(proxyconf_proto::transport::spread(
+                    age, 0.7, 0.9,
+                )))
             });
         let subscription = Subscription {
             snapshots: self.snapshots.clone(),
@@ -173,15 +176,16 @@ struct Subscription {
     /// Whether the client was last told that the source is stale (a resuming client is assumed
     /// to believe it fresh).
     last_stale: bool,
-    /// When this stream ends so that the client reconnects.
-    expires: Option<tokio::time::Instant>,
+    /// Ends this stream so that the client reconnects; armed once (a timer registered anew at
+    /// each message cost every subscriber a lock of the runtime's timer wheel per change).
+    expires: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Set after the final status, to end the stream.
     ended: bool,
     _counted: Counted,
 }
 
 impl Subscription {
-    async fn next(mut self) -> Option<(Result<Resolution, tonic::Status>, Self)> {
+    async fn next(mut self) -> Option<(Result<Encoded<Resolution>, tonic::Status>, Self)> {
         if self.ended {
             return None;
         }
@@ -190,42 +194,42 @@ impl Subscription {
                 return self.end(SHUTTING_DOWN);
             }
             let snapshot = self.snapshots.borrow_and_update().clone();
-            if let Some(resolution) = snapshot.resolution(&self.scope)
-                && (resolution.version != self.last_version
-                    || is_stale(&resolution) != self.last_stale)
+            if let Some(answer) = snapshot.answer(&self.scope)
+                && (answer.resolution.version != self.last_version
+                    || is_stale(&answer.resolution) != self.last_stale)
             {
-                self.last_version.clone_from(&resolution.version);
-                self.last_stale = is_stale(&resolution);
+                self.last_version.clone_from(&answer.resolution.version);
+                self.last_stale = is_stale(&answer.resolution);
                 self._counted.metrics.watch_messages.inc();
-                return Some((Ok(Resolution::clone(&resolution)), self));
+                return Some((Ok(answer.encoded.clone()), self));
             }
-            let expires = self.expires;
-            tokio::select! {
-                changed = self.snapshots.changed() => {
-                    // The sender is gone only when the server stops: say so, so that the
-                    // client reconnects elsewhere instead of taking it for a normal end.
-                    if changed.is_err() {
-                        return self.end(SHUTTING_DOWN);
-                    }
-                }
-                changed = self.draining.changed() => {
-                    if changed.is_err() {
-                        return self.end(SHUTTING_DOWN);
-                    }
-                }
-                () = sleep_until_or_forever(expires) => {
-                    return self.end(
-                        "this Watch stream reached its maximum age; reconnect and resume from your \
-                         last version",
-                    );
-                }
+            let why = tokio::select! {
+                // The sender is gone only when the server stops: say so, so that the client
+                // reconnects elsewhere instead of taking it for a normal end.
+                changed = self.snapshots.changed() => changed.err().map(|_| SHUTTING_DOWN),
+                changed = self.draining.changed() => changed.err().map(|_| SHUTTING_DOWN),
+                () = expiry(&mut self.expires) => Some(
+                    "this Watch stream reached its maximum age; reconnect and resume from your \
+                     last version",
+                ),
+            };
+            if let Some(why) = why {
+                return self.end(why);
             }
         }
     }
 
-    fn end(mut self, why: &str) -> Option<(Result<Resolution, tonic::Status>, Self)> {
+    fn end(mut self, why: &str) -> Option<(Result<Encoded<Resolution>, tonic::Status>, Self)> {
         self.ended = true;
         Some((Err(tonic::Status::unavailable(why)), self))
+    }
+}
+
+/// Completes when `expires` does; never without one.
+async fn expiry(expires: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match expires {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -11,8 +11,12 @@ use std::{
 };
 
 use prost::Message;
-use proxyconf_proto::v1::{
-    self as pb, CacheProxyDecision, Decision, Resolution, ResolveRequest, SourceRef, SourceState,
+use proxyconf_proto::{
+    Encoded,
+    v1::{
+        self as pb, CacheProxyDecision, Decision, Resolution, ResolveRequest, SourceRef,
+        SourceState,
+    },
 };
 
 use crate::{
@@ -47,24 +51,43 @@ pub struct Snapshot {
     pub history: History,
 }
 
+/// One answer, as a message and as the bytes every caller of its scope is sent.
+#[derive(Debug)]
+pub struct Answer {
+    /// The resolution.
+    pub resolution: Arc<Resolution>,
+    /// `resolution`, encoded once.
+    pub encoded: Encoded<Resolution>,
+}
+
+impl Answer {
+    fn new(resolution: Resolution) -> Self {
+        Self {
+            encoded: Encoded::new(&resolution),
+            resolution: Arc::new(resolution),
+        }
+    }
+
+    /// Memory held: the message and its encoding, each about the encoded size.
+    fn size(&self) -> usize {
+        2 * self.encoded.as_bytes().len()
+    }
+}
+
 /// Answers computed from one snapshot, bounded so that many distinct scopes over a huge
 /// ConfigMap cannot hold much memory (beyond the bounds, answers are computed per request).
 #[derive(Debug, Default)]
 pub struct AnswerCache {
-    entries: Mutex<(HashMap<Scope, Arc<Resolution>>, usize)>,
+    entries: Mutex<(HashMap<Scope, Arc<Answer>>, usize)>,
 }
 
 impl AnswerCache {
     /// Most distinct scopes kept.
     const MAX_ENTRIES: usize = 64;
-    /// Most encoded bytes kept.
-    const MAX_BYTES: usize = 8 * 1024 * 1024;
+    /// Most bytes kept.
+    const MAX_BYTES: usize = 16 * 1024 * 1024;
 
-    fn get_or_insert(
-        &self,
-        scope: &Scope,
-        compute: impl FnOnce() -> Resolution,
-    ) -> Arc<Resolution> {
+    fn get_or_insert(&self, scope: &Scope, compute: impl FnOnce() -> Resolution) -> Arc<Answer> {
         // A poisoned lock only means a panic elsewhere; the map is still consistent.
         let lock = || {
             self.entries
@@ -74,8 +97,8 @@ impl AnswerCache {
         if let Some(answer) = lock().0.get(scope) {
             return answer.clone();
         }
-        let answer = Arc::new(compute());
-        let size = answer.encoded_len();
+        let answer = Arc::new(Answer::new(compute()));
+        let size = answer.size();
         let mut entries = lock();
         let (map, bytes) = &mut *entries;
         if map.len() < Self::MAX_ENTRIES && *bytes + size <= Self::MAX_BYTES {
@@ -127,14 +150,19 @@ impl Snapshot {
         self.resolved.is_some()
     }
 
-    /// The resolution for `scope`, or `None` while not synced. Computed once per snapshot and
-    /// scope, then shared.
-    pub fn resolution(&self, scope: &Scope) -> Option<Arc<Resolution>> {
+    /// The answer for `scope`, or `None` while not synced. Computed and encoded once per
+    /// snapshot and scope, then shared.
+    pub fn answer(&self, scope: &Scope) -> Option<Arc<Answer>> {
         let resolved = self.resolved.as_deref()?;
         Some(
             self.answers
                 .get_or_insert(scope, || self.compute_resolution(resolved, scope)),
         )
+    }
+
+    /// The resolution for `scope`, or `None` while not synced (see [`Snapshot::answer`]).
+    pub fn resolution(&self, scope: &Scope) -> Option<Arc<Resolution>> {
+        self.answer(scope).map(|answer| answer.resolution.clone())
     }
 
     fn compute_resolution(&self, resolved: &Resolved, scope: &Scope) -> Resolution {

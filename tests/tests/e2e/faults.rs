@@ -8,9 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proxyconf_proto::v1::{
-    EnvVar, GetStatusRequest, PackageManager, Resolution, ResolveRequest, Status, WatchRequest,
-    proxy_config_server::{ProxyConfig, ProxyConfigServer},
+use proxyconf_proto::{
+    Encoded,
+    v1::{
+        EnvVar, GetStatusRequest, PackageManager, Resolution, ResolveRequest, Status, WatchRequest,
+        proxy_config_server::{ProxyConfig, ProxyConfigServer},
+    },
 };
 use tonic::{Request, Response};
 
@@ -133,8 +136,8 @@ impl ProxyConfig for HostileServer {
     async fn resolve(
         &self,
         _: Request<ResolveRequest>,
-    ) -> Result<Response<Resolution>, tonic::Status> {
-        Ok(Response::new(Resolution {
+    ) -> Result<Response<Encoded<Resolution>>, tonic::Status> {
+        Ok(Response::new(Encoded::new(&Resolution {
             version: "0000000000000bad".into(),
             active: true,
             decision: proxyconf_proto::v1::Decision::Active.into(),
@@ -151,10 +154,10 @@ impl ProxyConfig for HostileServer {
                     .collect(),
             }],
             ..Resolution::default()
-        }))
+        })))
     }
 
-    type WatchStream = futures::stream::Empty<Result<Resolution, tonic::Status>>;
+    type WatchStream = futures::stream::Empty<Result<Encoded<Resolution>, tonic::Status>>;
 
     async fn watch(
         &self,
