@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use prost::Message;
 use proxyconf_e2e::fake_apiserver::FakeApiServer;
 use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
+use tonic::transport::Channel;
 
 use crate::{
     client_runs, costs,
@@ -140,8 +140,34 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         machine: machine::describe(),
         rows: Vec::new(),
     };
+    in_process_costs(&mut table, scale);
 
-    // In-process costs.
+    // The real server on a Kubernetes API.
+    let api = FakeApiServer::start("konflux-info", "cluster-config").await;
+    fanout::apply(&api, &fanout::npm_data(""));
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig())?;
+    let server = ServerProcess::proxyconf(&kubeconfig)?;
+    let answer = fanout::first_answer(&server.address).await?;
+    let channels = load::connect(&server.address, 8).await?;
+    idle(&mut table, &server, scale).await?;
+    api_requests(&mut table, &api, &channels[0], scale).await?;
+    unary(&mut table, &channels, &answer, scale).await?;
+    client_process(&mut table, &server, scale)?;
+    fan_out(&mut table, &server, &api, &answer, scale).await?;
+    // The Kubernetes-backed server ends before the file sources are measured on this machine.
+    drop(server);
+    file_source::file_change(&mut table, scale.file_subscribers).await?;
+    file_source::directory_swap(&mut table, scale.file_subscribers).await?;
+    if let Some((subscribers, connections)) = scale.large_fan_out {
+        large_fan_out(&mut table, subscribers, connections).await?;
+    }
+    Ok(table)
+}
+
+/// Resolving ConfigMaps in process: time, and the memory a snapshot holds.
+fn in_process_costs(table: &mut Table, scale: &Scale) {
     let typical = costs::typical();
     let resolve_typical = costs::resolve_time(&typical, scale.resolve_samples);
     table.add(
@@ -174,24 +200,10 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         "linear in size",
         Some((1.8..=2.2).contains(&ratio)),
     );
+}
 
-    // The real server on a Kubernetes API.
-    let api = FakeApiServer::start("konflux-info", "cluster-config").await;
-    fanout::apply(&api, &fanout::npm_data(""));
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig())?;
-    let server = ServerProcess::proxyconf(&kubeconfig)?;
-    let channels = load::connect(&server.address, 8).await?;
-    let mut probe = ProxyConfigClient::new(channels[0].clone());
-    let answer = loop {
-        match probe.resolve(ResolveRequest::default()).await {
-            Ok(answer) => break answer.into_inner(),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-
-    // Idle: memory, and CPU over a quiet window.
+/// The synced server without clients: memory, and CPU over a quiet window.
+async fn idle(table: &mut Table, server: &ServerProcess, scale: &Scale) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_kib()?;
     let ticks_before = server.cpu_ticks()?;
@@ -209,8 +221,17 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         "none",
         Some(idle_ticks == 0),
     );
+    Ok(())
+}
 
-    // API requests per client call.
+/// Kubernetes API requests per client call (none: the server answers from its snapshot).
+async fn api_requests(
+    table: &mut Table,
+    api: &FakeApiServer,
+    channel: &Channel,
+    scale: &Scale,
+) -> anyhow::Result<()> {
+    let mut probe = ProxyConfigClient::new(channel.clone());
     let before = api.requests().len();
     for _ in 0..scale.calls_counted {
         probe.resolve(ResolveRequest::default()).await?;
@@ -225,16 +246,26 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         "0",
         Some(extra == 0),
     );
+    Ok(())
+}
 
-    // Unary throughput against the bare floor, alternating to share the machine's noise.
+/// Unary throughput and latency at a fixed rate, beside the bare floor answering `answer` (an
+/// encoded `Resolution`); the rounds alternate so that both share the machine's noise.
+async fn unary(
+    table: &mut Table,
+    channels: &[Channel],
+    answer: &[u8],
+    scale: &Scale,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
     let answer_file = dir.path().join("answer.bin");
-    std::fs::write(&answer_file, answer.encode_to_vec())?;
+    std::fs::write(&answer_file, answer)?;
     let bare = ServerProcess::bare(&answer_file)?;
     let bare_channels = load::connect(&bare.address, 8).await?;
     let (mut real_rps, mut bare_rps) = (Vec::new(), Vec::new());
     let mut real_latencies = Vec::new();
     for _ in 0..scale.unary_rounds {
-        let (rps, latencies) = load::closed_loop(&channels, 256, scale.unary_duration).await?;
+        let (rps, latencies) = load::closed_loop(channels, 256, scale.unary_duration).await?;
         real_rps.push(rps);
         real_latencies = latencies;
         bare_rps.push(
@@ -253,7 +284,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
     table.add(
         &format!(
             "unary Resolve, 256 concurrent over 8 connections ({} B answer), median of {} rounds",
-            answer.encoded_len(),
+            answer.len(),
             scale.unary_rounds
         ),
         format!(
@@ -270,7 +301,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
 
     // Latency at a fixed rate.
     let (mut latencies, achieved) =
-        load::open_loop(&channels, scale.rate, scale.rate_duration).await?;
+        load::open_loop(channels, scale.rate, scale.rate_duration).await?;
     let (p50, p99) = percentiles(&mut latencies);
     table.add(
         &format!("Resolve latency at {} requests/s (open loop)", scale.rate),
@@ -284,8 +315,11 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         "p99 ≤ 2 ms",
         Some(p99 <= Duration::from_millis(2)),
     );
+    Ok(())
+}
 
-    // The client as a build step runs it.
+/// `proxyconf env` as a build step runs it: a whole process.
+fn client_process(table: &mut Table, server: &ServerProcess, scale: &Scale) -> anyhow::Result<()> {
     let (mut times, peaks) = client_runs::env_runs(&server.address, scale.client_runs)?;
     let (p50, p99) = percentiles(&mut times);
     let peak_rss = peaks.iter().copied().max().unwrap_or(0);
@@ -300,32 +334,29 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
         "median ≤ 5 ms, RSS ≤ 15 MiB",
         Some(p50 <= Duration::from_millis(5) && peak_rss <= 15 * 1024),
     );
+    Ok(())
+}
 
-    // Watch fan-out and the memory of idle subscribers, beside the bare tonic floor.
+/// Watch fan-out and the memory of idle subscribers, beside the bare tonic floor.
+async fn fan_out(
+    table: &mut Table,
+    server: &ServerProcess,
+    api: &FakeApiServer,
+    answer: &[u8],
+    scale: &Scale,
+) -> anyhow::Result<()> {
     let fan_out = fanout::measure(
-        &server,
+        server,
         scale.subscribers,
         scale.subscriber_connections,
         async {
-            fanout::apply(&api, &fanout::npm_data("changed/"));
+            fanout::apply(api, &fanout::npm_data("changed/"));
             Ok(())
         },
     )
     .await?;
-    let floor = fanout::bare(
-        scale.subscribers,
-        scale.subscriber_connections,
-        &answer.encode_to_vec(),
-    )
-    .await?;
-    add_memory(&mut table, &fan_out);
-    add_fan_out(&mut table, &fan_out, &floor, Duration::from_millis(100));
-    // The Kubernetes-backed server ends before the file sources are measured on this machine.
-    drop(server);
-    file_source::file_change(&mut table, scale.file_subscribers).await?;
-    file_source::directory_swap(&mut table, scale.file_subscribers).await?;
-    if let Some((subscribers, connections)) = scale.large_fan_out {
-        large_fan_out(&mut table, subscribers, connections).await?;
-    }
-    Ok(table)
+    let floor = fanout::bare(scale.subscribers, scale.subscriber_connections, answer).await?;
+    add_memory(table, &fan_out);
+    add_fan_out(table, &fan_out, &floor, Duration::from_millis(100));
+    Ok(())
 }
