@@ -11,17 +11,20 @@
 //!   [`admission`]: which Watch streams are admitted.
 //! - [`incoming`]: connections from accept to tonic, bounded; [`tls`]: their TLS handshake.
 //! - [`telemetry`], [`signal`]: logging and shutdown for the binary.
+//!
+//! Modules only the server itself uses (`admission`, `error`, `history`, `metrics`, `service`)
+//! are private; the others are public for the binary, the benches, the fuzz targets and the tests.
 #![forbid(unsafe_code)]
 
-pub mod admission;
+mod admission;
 pub mod check;
-pub mod error;
+mod error;
 pub mod health;
-pub mod history;
+mod history;
 pub mod incoming;
-pub mod metrics;
+mod metrics;
 pub mod resolve;
-pub mod service;
+mod service;
 pub mod signal;
 pub mod snapshot;
 pub mod source;
