@@ -8,7 +8,9 @@
 //!   of a `.yaml` file is exactly `parse_manifest`;
 //! - the data read round-trips: the same data written as a JSON manifest (what `kubectl -o json`
 //!   prints, also valid YAML) reads back identically, for keys whose JSON form YAML can read (at
-//!   most 1024 characters).
+//!   most 1024 characters) and data without characters YAML cannot carry raw (U+FFFE, U+FFFF,
+//!   C1 controls; JSON writes them raw, YAML rejects them: a clear error, tested in
+//!   server/tests/fuzz.rs).
 #![no_main]
 
 use std::path::Path;
@@ -33,7 +35,8 @@ fuzz_target!(|bytes: &[u8]| {
             resource_version,
         }) if data
             .keys()
-            .all(|k| serde_json::to_string(k).unwrap().chars().count() <= 1024) =>
+            .all(|k| serde_json::to_string(k).unwrap().chars().count() <= 1024)
+            && data.iter().all(|(k, v)| yaml_printable(k) && yaml_printable(v)) =>
         {
             let json = serde_json::json!({
                 "apiVersion": "v1",
@@ -67,3 +70,11 @@ fuzz_target!(|bytes: &[u8]| {
         parsed => assert_eq!(parsed.ok(), manifest.ok()),
     }
 });
+
+/// Whether YAML can carry `text` raw: its printable set (YAML 1.2, c-printable).
+fn yaml_printable(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}')
+            || matches!(c, '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+    })
+}

@@ -343,3 +343,25 @@ fn a_gomod_host_with_an_encoded_comma_is_a_list() {
         );
     }
 }
+
+/// `fuzz/manifest` (a 150 s run): YAML cannot carry some characters raw (U+FFFE, U+FFFF, C1
+/// controls but NEL), though JSON can and `kubectl -o json` writes them so. Such a file is a clear
+/// parse error naming the character, never a ConfigMap with the value cut or dropped; the same
+/// value escaped (as `\uFFFF`) reads.
+#[test]
+fn a_character_yaml_cannot_carry_raw_is_a_clear_error() {
+    let manifest = |value: &str| {
+        format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"cluster-config\"}},\
+             \"data\":{{\"allow-package-registry-proxy\":\"true\",\"n\":\"{value}\"}}}}"
+        )
+    };
+    let error = file_format::parse_manifest(&manifest("a\u{ffff}n")).unwrap_err();
+    let message = proxyconf_server::source::error_chain(&error);
+    assert!(message.contains("unexpected character"), "{message}");
+    let escaped = file_format::parse_manifest(&manifest("a\\uFFFFn")).unwrap();
+    let proxyconf_server::source::ConfigMapState::Present { data, .. } = escaped else {
+        panic!("a ConfigMap");
+    };
+    assert_eq!(data["n"], "a\u{ffff}n");
+}
