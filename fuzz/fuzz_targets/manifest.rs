@@ -36,7 +36,9 @@ fuzz_target!(|bytes: &[u8]| {
         }) if data
             .keys()
             .all(|k| serde_json::to_string(k).unwrap().chars().count() <= 1024)
-            && data.iter().all(|(k, v)| yaml_printable(k) && yaml_printable(v)) =>
+            && data
+                .iter()
+                .all(|(k, v)| yaml_printable(k) && yaml_printable(v)) =>
         {
             let json = serde_json::json!({
                 "apiVersion": "v1",
