@@ -2,16 +2,17 @@
 //!
 //! tonic's default codec gives every call an 8 KiB encode buffer that a Watch stream keeps for its
 //! whole life; answers are about 1.5 KiB, so with 10,000 subscribers that buffer alone was
-//! 80 MiB of the server's memory (measured: 7.8 KiB per subscriber). Starting at 1 KiB, a buffer
-//! grows to the size of the answers it carries and no more.
+//! 80 MiB of the server's memory (measured: 7.8 KiB per subscriber). Starting empty, a buffer is
+//! allocated at the size of the first answer it carries and reused for the next ones; starting at
+//! 1 KiB, it doubled to 2 KiB for a 1.5 KiB answer (measured: 4.16 → 3.73 KiB per subscriber).
 
 use std::marker::PhantomData;
 
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::ProstCodec;
 
-/// Where each call's encode and decode buffers start (they grow as messages need).
-const BUFFER_SIZE: usize = 1024;
+/// Where each call's encode and decode buffers start: empty (they grow as messages need).
+const BUFFER_SIZE: usize = 0;
 /// How much is encoded before yielding to the transport (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
