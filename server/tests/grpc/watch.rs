@@ -1,8 +1,20 @@
 //! Watch: initial message, one message per change for the request, nothing otherwise, resume.
 
-use proxyconf_proto::v1::{GetStatusRequest, ResolveRequest, WatchRequest};
+use proxyconf_proto::v1::{
+    GetStatusRequest, Resolution, ResolveRequest, WatchRequest,
+    proxy_config_client::ProxyConfigClient,
+};
+use tonic::transport::Channel;
 
 use super::util::{ConfigMapFixture, NEXUS, TestServer, eventually, within};
+
+/// Opens a Watch stream (the server accepts it).
+async fn subscribe(
+    client: &mut ProxyConfigClient<Channel>,
+    request: WatchRequest,
+) -> tonic::Streaming<Resolution> {
+    client.watch(request).await.unwrap().into_inner()
+}
 
 fn watch_request(pms: &[&str], resume: &str) -> WatchRequest {
     WatchRequest {
@@ -25,11 +37,7 @@ fn base() -> ConfigMapFixture {
 async fn initial_message_then_each_change() {
     let server = TestServer::with(base()).await;
     let mut client = server.client().await;
-    let mut stream = client
-        .watch(watch_request(&[], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe(&mut client, watch_request(&[], "")).await;
     let first = within(stream.message()).await.unwrap().unwrap();
     assert_eq!(first.package_managers.len(), 1);
 
@@ -49,11 +57,7 @@ async fn initial_message_then_each_change() {
 async fn a_change_outside_the_request_sends_nothing() {
     let server = TestServer::with(base()).await;
     let mut client = server.client().await;
-    let mut npm = client
-        .watch(watch_request(&["npm"], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut npm = subscribe(&mut client, watch_request(&["npm"], "")).await;
     let first = within(npm.message()).await.unwrap().unwrap();
 
     // Not this subscriber's business: another package manager, an unrelated key, a new
@@ -83,20 +87,12 @@ async fn resume_from_the_current_version_sends_no_initial_message() {
     let server = TestServer::with(base()).await;
     let mut client = server.client().await;
     let current = within(async {
-        let mut s = client
-            .watch(watch_request(&[], ""))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut s = subscribe(&mut client, watch_request(&[], "")).await;
         s.message().await.unwrap().unwrap()
     })
     .await;
 
-    let mut resumed = client
-        .watch(watch_request(&[], &current.version))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resumed = subscribe(&mut client, watch_request(&[], &current.version)).await;
     server.observe(base().allow("false")).await;
     let next = within(resumed.message()).await.unwrap().unwrap();
     assert!(
@@ -104,11 +100,7 @@ async fn resume_from_the_current_version_sends_no_initial_message() {
         "the first message is the change, not the version it already had"
     );
 
-    let mut stale = client
-        .watch(watch_request(&[], &current.version))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stale = subscribe(&mut client, watch_request(&[], &current.version)).await;
     let first = within(stale.message()).await.unwrap().unwrap();
     assert!(
         !first.active,
@@ -120,16 +112,8 @@ async fn resume_from_the_current_version_sends_no_initial_message() {
 async fn status_counts_subscribers() {
     let server = TestServer::with(base()).await;
     let mut client = server.client().await;
-    let mut a = client
-        .watch(watch_request(&[], ""))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut b = client
-        .watch(watch_request(&["npm"], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut a = subscribe(&mut client, watch_request(&[], "")).await;
+    let mut b = subscribe(&mut client, watch_request(&["npm"], "")).await;
     within(a.message()).await.unwrap();
     within(b.message()).await.unwrap();
     let count = |mut c: proxyconf_proto::v1::proxy_config_client::ProxyConfigClient<_>| async move {
@@ -159,12 +143,8 @@ async fn cache_proxy_changes_reach_only_subscribers_that_enabled_it() {
         }),
         resume_from_version: String::new(),
     };
-    let mut with_cache = client.watch(cached).await.unwrap().into_inner();
-    let mut without = client
-        .watch(watch_request(&[], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut with_cache = subscribe(&mut client, cached).await;
+    let mut without = subscribe(&mut client, watch_request(&[], "")).await;
     let first = within(with_cache.message()).await.unwrap().unwrap();
     let section = first.cache_proxy.unwrap();
     assert!(section.active);
@@ -213,11 +193,7 @@ async fn cache_proxy_changes_reach_only_subscribers_that_enabled_it() {
 async fn a_subscriber_learns_that_the_source_went_stale_and_recovered() {
     let server = TestServer::with(base().resource_version("1")).await;
     let mut client = server.client().await;
-    let mut stream = client
-        .watch(watch_request(&[], ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = subscribe(&mut client, watch_request(&[], "")).await;
     let first = within(stream.message()).await.unwrap().unwrap();
     assert!(!first.source.as_ref().unwrap().stale);
 
