@@ -2,7 +2,7 @@
 //! generates the prost messages, the tonic client, the tonic server (see [`server`]), the proto3
 //! JSON mapping (pbjson) and the encoded descriptor set that server reflection serves.
 
-use std::{env, path::PathBuf};
+use std::{env, error::Error, path::PathBuf};
 
 use prost::Message;
 use prost_types::{FileDescriptorProto, FileDescriptorSet, ServiceDescriptorProto};
@@ -17,7 +17,7 @@ const PRE_ENCODED: (&str, &str) = (
     "crate::encoded::Encoded<crate::v1::Resolution>",
 );
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={PROTO}");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// The server of every service in the proto, generated from its descriptor as tonic's prost
 /// generator would, except that a method answering [`PRE_ENCODED`]'s message sends its Rust
 /// type: the server encodes each answer once and sends the same bytes to every caller.
-fn server(fds: &FileDescriptorSet) -> Result<Vec<manual::Service>, String> {
+fn server(fds: &FileDescriptorSet) -> Result<Vec<manual::Service>, Box<dyn Error>> {
     let file = fds
         .file
         .iter()
@@ -64,7 +64,7 @@ fn service(
     file: &FileDescriptorProto,
     index: usize,
     descriptor: &ServiceDescriptorProto,
-) -> Result<manual::Service, String> {
+) -> Result<manual::Service, Box<dyn Error>> {
     let mut service = manual::Service::builder()
         .name(descriptor.name())
         .package(PACKAGE)
@@ -75,10 +75,7 @@ fn service(
         ));
     for (method_index, method) in descriptor.method.iter().enumerate() {
         if method.client_streaming() {
-            return Err(format!(
-                "{}: client streaming is not generated",
-                method.name()
-            ));
+            return Err(format!("{}: client streaming is not generated", method.name()).into());
         }
         let output = if method.output_type() == PRE_ENCODED.0 {
             PRE_ENCODED.1.to_owned()
@@ -116,11 +113,11 @@ fn comment(file: &FileDescriptorProto, service: usize, method: usize) -> Vec<Str
 }
 
 /// `.proxyconf.v1.Name` → `crate::v1::Name`.
-fn rust_type(proto_type: &str) -> Result<String, String> {
+fn rust_type(proto_type: &str) -> Result<String, Box<dyn Error>> {
     proto_type
         .strip_prefix(&format!(".{PACKAGE}."))
         .map(|name| format!("crate::v1::{name}"))
-        .ok_or_else(|| format!("{proto_type} is not a message of {PACKAGE}"))
+        .ok_or_else(|| format!("{proto_type} is not a message of {PACKAGE}").into())
 }
 
 /// `GetStatus` → `get_status`.
