@@ -9,13 +9,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::util::{NEXUS, ServerProcess, env_file, eventually, run, stderr};
+use proxyconf_server::incoming::MAX_HANDSHAKE_TIMEOUT;
+
+use super::util::{NEXUS, ServerProcess, env_file, eventually_within, run, stderr};
 
 /// The connections opened.
 const IDLE: usize = 15_000;
-/// The server's handshake timeout. Opening 15,000 connections to a debug build on 2 shared cores
-/// took 1.4-3.2 s: with 2 s, the first would be closed before the last were open.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server's handshake timeout: the longest allowed. Opening 15,000 connections to a debug
+/// build on 2 cores took 1.4-3.2 s with the machine otherwise idle, but more than 5 s (a 5 s
+/// timeout failed in CI) while the rest of the suite ran beside it: the first ones must still be
+/// open when the last are accepted.
+const HANDSHAKE_TIMEOUT: Duration = MAX_HANDSHAKE_TIMEOUT;
+/// Slack for the server's timers and for this test's polling, on a loaded machine.
+const SLACK: Duration = Duration::from_secs(5);
 /// File descriptors kept for everything else, in the test and in the server.
 const SPARE_FDS: usize = 500;
 /// How much the server's memory may grow with the idle connections. Measured in a debug build with
@@ -130,7 +136,8 @@ fn fifteen_thousand_idle_connections_are_cheap_and_shed_at_the_handshake_timeout
 
     let opening = Instant::now();
     let mut connections = open(&address, idle);
-    eventually("the server accepted them all", || {
+    // Until the first ones reach the timeout: after that, they are being shed.
+    eventually_within(timeout, "the server accepted them all", || {
         sockets(pid) >= sockets_before + idle
     });
     let rss_with = rss_kib(pid);
@@ -149,13 +156,13 @@ fn fifteen_thousand_idle_connections_are_cheap_and_shed_at_the_handshake_timeout
         "answered in {answered_in:?}"
     );
 
-    eventually("the idle connections are closed", || {
+    eventually_within(timeout + SLACK, "the idle connections are closed", || {
         sockets(pid) <= sockets_before
     });
     let shed_in = opening.elapsed();
     // The last one was accepted when the opening ended.
     assert!(
-        shed_in < opened_in + timeout + Duration::from_secs(2),
+        shed_in < opened_in + timeout + SLACK,
         "shed {shed_in:?} after the first was opened"
     );
     for stream in &mut connections {

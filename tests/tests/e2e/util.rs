@@ -215,10 +215,15 @@ pub fn replace_file(path: &Path, content: &str) {
 }
 
 /// Retries `check` every 50 ms until it holds, for at most 10 s.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(10), what, check);
+}
+
+/// Retries `check` every 50 ms until it holds, for at most `limit`.
+pub fn eventually_within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !check() {
-        assert!(Instant::now() < deadline, "not within 10s: {what}");
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
         thread::sleep(Duration::from_millis(50));
     }
 }
