@@ -21,7 +21,8 @@ const MAX_LEN: usize = 4096;
 
 /// The password in `value` (`user:password@`, between `://` or the start and the last `@`), when
 /// distinctive enough to look for: six or more letters and digits, with both, found nowhere else
-/// in the value (no message text has such a word).
+/// in the value (no message text has such a word; and a message may quote another part of the
+/// value, such as a no-proxy entry before the credentials, that happens to contain it).
 fn secret(value: &str) -> Option<&str> {
     let at = value.rfind('@')?;
     let start = value[..at].find("://").map_or(0, |i| i + 3);
@@ -30,7 +31,7 @@ fn secret(value: &str) -> Option<&str> {
         && password.bytes().all(|b| b.is_ascii_alphanumeric())
         && password.bytes().any(|b| b.is_ascii_digit())
         && password.bytes().any(|b| b.is_ascii_alphabetic());
-    let elsewhere = value[at..].contains(password) || value[..start].contains(password);
+    let elsewhere = value.matches(password).count() > 1;
     (distinctive && !elsewhere).then_some(password)
 }
 

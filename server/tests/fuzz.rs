@@ -365,3 +365,16 @@ fn a_character_yaml_cannot_carry_raw_is_a_clear_error() {
     };
     assert_eq!(data["n"], "a\u{ffff}n");
 }
+
+/// `fuzz/cache_proxy` (a 10-million-execution run): a false alarm of the target's own check, kept
+/// as the case it shows: in a no-proxy list whose first bad entry happens to contain the password
+/// of a later `user:password@` entry, the reason quotes that first entry, and never the entry with
+/// the credentials.
+#[test]
+fn a_no_proxy_reason_quotes_the_first_bad_entry_not_a_later_credential() {
+    let reason = cache_proxy::validate_no_proxy("10.0.0.0s3cret/8,.svc,squid:s3cret@proxy")
+        .unwrap_err()
+        .to_string();
+    assert!(reason.contains("10.0.0.0s3cret/8"), "{reason}");
+    assert!(!reason.contains("squid:s3cret"), "{reason}");
+}
