@@ -1,67 +1,91 @@
 //! A message encoded once and sent as is: the server encodes each answer once per snapshot and
 //! scope, and every `Resolve` caller and `Watch` subscriber of that scope gets the same bytes
-//! (a reference count, not a copy of the message and a new encoding per call).
+//! (a reference count, not a copy of the message and a new encoding per call). Each is kept as
+//! the gRPC frame that carries it, so that a Watch stream sends the shared frame itself.
 //!
 //! The generated server sends `Encoded<Resolution>` where the proto says `Resolution`; the wire
 //! is the same, since a message's encoding is the concatenation of its fields' encodings.
 
 use std::{fmt, marker::PhantomData};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use prost::{
     DecodeError, Message,
     encoding::{DecodeContext, WireType},
 };
 
-/// The encoding of one `M`, shared.
+/// The encoding of one `M`, shared, behind the 5-byte prefix that carries it in a gRPC stream.
 pub struct Encoded<M> {
-    bytes: Bytes,
+    /// The gRPC frame: uncompressed (0), the length (4 bytes, big-endian), the encoding.
+    framed: Bytes,
     message: PhantomData<fn() -> M>,
 }
+
+/// The length of a gRPC frame's prefix: the compression flag and the message length.
+pub const GRPC_PREFIX_LEN: usize = 5;
 
 impl<M: Message> Encoded<M> {
     /// Encodes `message`.
     pub fn new(message: &M) -> Self {
-        Self::from_bytes(Bytes::from(message.encode_to_vec()))
+        let mut framed = Vec::with_capacity(GRPC_PREFIX_LEN + message.encoded_len());
+        framed.resize(GRPC_PREFIX_LEN, 0);
+        message.encode_raw(&mut framed);
+        Self::from_framed(framed)
     }
 }
 
 impl<M> Encoded<M> {
-    fn from_bytes(bytes: Bytes) -> Self {
+    /// `framed` holds the prefix's room, then the encoding; the prefix is written here.
+    fn from_framed(mut framed: Vec<u8>) -> Self {
+        let length = framed.len() - GRPC_PREFIX_LEN;
+        // A message over 4 GiB cannot be framed; nothing here comes near (answers are bounded
+        // by the ConfigMap's 1 MiB).
+        let length = u32::try_from(length).unwrap_or(u32::MAX);
+        framed[0] = 0;
+        framed[1..GRPC_PREFIX_LEN].copy_from_slice(&length.to_be_bytes());
         Self {
-            bytes,
+            framed: Bytes::from(framed),
             message: PhantomData,
         }
     }
 
-    /// The encoded bytes.
+    /// The encoded message.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.framed[GRPC_PREFIX_LEN..]
+    }
+
+    /// The message as one gRPC frame of a stream (uncompressed), shared: what a Watch stream
+    /// sends to each subscriber without copying it.
+    pub fn grpc_frame(&self) -> Bytes {
+        self.framed.clone()
     }
 }
 
 impl<M: Message + Default> Encoded<M> {
     /// The message back.
     pub fn to_message(&self) -> Result<M, DecodeError> {
-        M::decode(self.bytes.clone())
+        M::decode(self.as_bytes())
     }
 }
 
 impl<M> Clone for Encoded<M> {
     fn clone(&self) -> Self {
-        Self::from_bytes(self.bytes.clone())
+        Self {
+            framed: self.framed.clone(),
+            message: PhantomData,
+        }
     }
 }
 
 impl<M> Default for Encoded<M> {
     fn default() -> Self {
-        Self::from_bytes(Bytes::new())
+        Self::from_framed(vec![0; GRPC_PREFIX_LEN])
     }
 }
 
 impl<M> PartialEq for Encoded<M> {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
+        self.framed == other.framed
     }
 }
 
@@ -71,14 +95,14 @@ impl<M> fmt::Debug for Encoded<M> {
             f,
             "Encoded<{}>({} bytes)",
             std::any::type_name::<M>(),
-            self.bytes.len()
+            self.as_bytes().len()
         )
     }
 }
 
 impl<M: Message + Default> Message for Encoded<M> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.bytes);
+        buf.put_slice(self.as_bytes());
     }
 
     /// Decoding is never on a hot path (the server only sends these): each field is decoded into
@@ -93,18 +117,18 @@ impl<M: Message + Default> Message for Encoded<M> {
     ) -> Result<(), DecodeError> {
         let mut field = M::default();
         field.merge_field(tag, wire_type, buf, ctx)?;
-        let mut bytes = BytesMut::from(&self.bytes[..]);
-        field.encode_raw(&mut bytes);
-        self.bytes = bytes.freeze();
+        let mut framed = self.framed.to_vec();
+        field.encode_raw(&mut framed);
+        *self = Self::from_framed(framed);
         Ok(())
     }
 
     fn encoded_len(&self) -> usize {
-        self.bytes.len()
+        self.as_bytes().len()
     }
 
     fn clear(&mut self) {
-        self.bytes = Bytes::new();
+        *self = Self::default();
     }
 }
 
@@ -147,6 +171,21 @@ mod tests {
         let decoded = Encoded::<Resolution>::decode(wire.as_slice()).expect("decodes");
         assert_eq!(decoded.to_message().expect("decodes"), answer());
         assert_eq!(decoded.as_bytes(), wire.as_slice());
+    }
+
+    #[test]
+    fn the_grpc_frame_is_the_prefix_then_the_encoding() {
+        let encoded = Encoded::new(&answer());
+        let frame = encoded.grpc_frame();
+        let wire = answer().encode_to_vec();
+        assert_eq!(frame[0], 0, "not compressed");
+        let length = u32::from_be_bytes(frame[1..5].try_into().unwrap());
+        assert_eq!(length as usize, wire.len());
+        assert_eq!(&frame[5..], wire.as_slice());
+        assert_eq!(
+            Encoded::<Resolution>::default().grpc_frame().as_ref(),
+            &[0; 5]
+        );
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! - [`state`]: source events → published [`snapshot::Snapshot`]s, one per change.
 //! - [`snapshot`]: what is served now, and the per-request selection from it.
 //! - [`service`]: the `proxyconf.v1.ProxyConfig` handlers; [`health`]: `grpc.health.v1`;
-//!   [`admission`]: which Watch streams are admitted.
+//!   [`admission`]: which Watch streams are admitted; `watch_route`: Watch's transport, which
+//!   sends each answer's shared frame to every subscriber.
 //! - [`incoming`]: connections from accept to tonic, bounded; [`tls`]: their TLS handshake.
 //! - [`telemetry`], [`signal`]: logging and shutdown for the binary.
 //!
-//! Modules only the server itself uses (`admission`, `error`, `history`, `metrics`, `service`)
-//! are private; the others are public for the binary, the benches, the fuzz targets and the tests.
+//! Modules only the server itself uses (`admission`, `error`, `history`, `metrics`, `service`,
+//! `watch_route`) are private; the others are public for the binary, the benches, the fuzz targets and the tests.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -31,10 +32,11 @@ pub mod source;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+mod watch_route;
 
 use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
-use proxyconf_proto::{transport, v1::proxy_config_server::ProxyConfigServer};
+use proxyconf_proto::transport;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::Router;
@@ -50,6 +52,7 @@ use crate::{
     snapshot::Snapshot,
     source::Source,
     tls::TlsHandshake,
+    watch_route::WatchRoute,
 };
 
 /// The largest request accepted. Requests are a few flags and package manager names; anything
@@ -221,7 +224,7 @@ fn router(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(ProxyConfigServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES));
+        .add_service(WatchRoute::new(service));
     Ok((reporter, router))
 }
 

@@ -234,3 +234,24 @@ async fn a_subscriber_learns_that_the_source_went_stale_and_recovered() {
     );
     assert_eq!(status.history[2].version, first.version);
 }
+
+/// Watch has a transport of its own (it sends each answer's shared frame): the same refusals as
+/// the generated methods, and the server carries on.
+#[tokio::test]
+async fn an_oversized_or_invalid_watch_request_is_refused_and_the_server_carries_on() {
+    let server = TestServer::with(base()).await;
+    server.wait_synced().await;
+    let mut client = server.client().await;
+    let huge = WatchRequest {
+        resume_from_version: "v".repeat(100_000),
+        ..WatchRequest::default()
+    };
+    let err = client.watch(huge).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    let invalid = client.watch(watch_request(&["NPM"], "")).await.unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
+    assert!(invalid.message().contains("NPM"), "{invalid}");
+    let mut stream = subscribe(&mut client, watch_request(&["npm"], "")).await;
+    let first = within(stream.message()).await.unwrap().unwrap();
+    assert_eq!(first.package_managers[0].name, "npm");
+}
