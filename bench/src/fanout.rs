@@ -10,7 +10,7 @@ use proxyconf_proto::v1::{
     GetStatusRequest, ResolveRequest, proxy_config_client::ProxyConfigClient,
 };
 
-use crate::{load, percentiles, processes::ServerProcess};
+use crate::{load, percentiles, processes::ServerProcess, subscribers::Subscribers};
 
 /// What one fan-out run measured.
 #[derive(Debug, Clone)]
@@ -24,12 +24,20 @@ pub struct FanOut {
     /// Server memory before the subscribers and with them all idle, KiB.
     pub rss_before_kib: u64,
     pub rss_with_kib: u64,
+    /// The server's CPU time (user and system) from the change until every subscriber had its
+    /// message: steadier than the delays on a noisy machine (counted in 10 ms ticks).
+    pub server_cpu: Duration,
 }
 
 impl FanOut {
     /// The server memory each idle subscriber adds, KiB.
     pub fn per_subscriber_kib(&self) -> f64 {
         self.rss_with_kib.saturating_sub(self.rss_before_kib) as f64 / self.subscribers as f64
+    }
+
+    /// The server's CPU time per message delivered, in microseconds.
+    pub fn cpu_per_message_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.subscribers as f64
     }
 }
 
@@ -42,14 +50,15 @@ pub async fn measure(
     change: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<FanOut> {
     let rss_before_kib = server.rss_kib()?;
-    let channels = load::connect(&server.address, connections).await?;
-    let streams = load::Subscribers::open(&channels, subscribers)
+    let streams = Subscribers::open(&server.address, connections, subscribers)
         .await
         .context("opening the subscribers")?;
     // Let the server settle after the burst of stream setups.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_with_kib = server.rss_kib()?;
+    let ticks_before = server.cpu_ticks()?;
     let mut delays = streams.delays_after(change).await?;
+    let server_cpu = ticks(server.cpu_ticks()?.saturating_sub(ticks_before));
     let (p50, p99) = percentiles(&mut delays);
     Ok(FanOut {
         subscribers,
@@ -59,7 +68,16 @@ pub async fn measure(
         p99,
         rss_before_kib,
         rss_with_kib,
+        server_cpu,
     })
+}
+
+/// `count` clock ticks of CPU time.
+fn ticks(count: u64) -> Duration {
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).unwrap_or(100).max(1);
+    Duration::from_micros(count * 1_000_000 / per_second)
 }
 
 /// proxyconf-server on a Kubernetes API: the change is a ConfigMap update on the API, which

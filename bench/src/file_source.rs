@@ -5,7 +5,7 @@ use std::{future::Future, path::Path, time::Duration};
 
 use proxyconf_e2e::fixtures::{NEXUS, project_configmap};
 
-use crate::{load, percentiles, processes::ServerProcess, report::Table};
+use crate::{percentiles, processes::ServerProcess, report::Table, subscribers::Subscribers};
 
 fn env_file(npm_path: &str) -> String {
     format!(
@@ -30,8 +30,8 @@ async fn delays(
     subscribers: usize,
     change: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<Vec<Duration>> {
-    let channels = load::connect(address, subscribers.div_ceil(100).max(1)).await?;
-    let streams = load::Subscribers::open(&channels, subscribers).await?;
+    let connections = subscribers.div_ceil(100).max(1);
+    let streams = Subscribers::open(address, connections, subscribers).await?;
     // Let the server settle after the burst of stream setups.
     tokio::time::sleep(Duration::from_millis(200)).await;
     streams.delays_after(change).await

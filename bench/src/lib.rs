@@ -7,7 +7,8 @@
 //! - [`processes`]: the servers under test (proxyconf-server, the bare tonic floor) as child
 //!   processes, and their memory and CPU from `/proc`.
 //! - [`bare`]: the bare tonic server: one method answering a precomputed constant.
-//! - [`load`]: the load generator: closed-loop throughput, open-loop latency, Watch streams.
+//! - [`load`]: the load generator: closed-loop throughput, open-loop latency.
+//! - [`subscribers`]: Watch subscribers as cheap as a client can be, for the fan-out figures.
 //! - [`fanout`]: one change to every Watch subscriber, and each idle subscriber's memory.
 //! - [`costs`]: in-process costs: resolving ConfigMaps, allocation.
 //! - [`client_runs`]: `proxyconf env` as a whole process.
@@ -22,6 +23,7 @@ pub mod load;
 pub mod machine;
 pub mod processes;
 pub mod report;
+pub mod subscribers;
 pub mod suite;
 
 use std::time::Duration;

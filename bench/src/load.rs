@@ -1,13 +1,9 @@
-//! The load generator: real tonic clients opening many connections and streams.
+//! The unary load generator: real tonic clients over several connections.
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use proxyconf_proto::v1::{ResolveRequest, WatchRequest, proxy_config_client::ProxyConfigClient};
+use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
 use tonic::transport::Channel;
 
 /// `connections` separate HTTP/2 connections to `address`.
@@ -93,89 +89,4 @@ pub async fn open_loop(
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     Ok((latencies, achieved))
-}
-
-/// Open Watch streams: `subscribers` over `channels`, each having received its first message.
-pub struct Subscribers {
-    streams: Vec<tonic::Streaming<proxyconf_proto::v1::Resolution>>,
-}
-
-impl Subscribers {
-    /// Opens them all, the connections' shares at once, and waits for every first message.
-    pub async fn open(channels: &[Channel], subscribers: usize) -> anyhow::Result<Self> {
-        let mut openers = tokio::task::JoinSet::new();
-        for (i, channel) in channels.iter().enumerate() {
-            let share =
-                subscribers / channels.len() + usize::from(i < subscribers % channels.len());
-            let client = ProxyConfigClient::new(channel.clone());
-            openers.spawn(open_streams(client, share));
-        }
-        let mut streams = Vec::with_capacity(subscribers);
-        while let Some(opened) = openers.join_next().await {
-            streams.extend(opened??);
-        }
-        Ok(Self { streams })
-    }
-
-    /// Runs `change`, then waits for every subscriber's next message; returns each one's delay
-    /// from the change to its receipt.
-    pub async fn delays_after(
-        self,
-        change: impl Future<Output = anyhow::Result<()>>,
-    ) -> anyhow::Result<Vec<Duration>> {
-        let ready = Arc::new(tokio::sync::Barrier::new(self.streams.len() + 1));
-        let changed_at = Arc::new(std::sync::OnceLock::<Instant>::new());
-        let mut readers = tokio::task::JoinSet::new();
-        for mut stream in self.streams {
-            let ready = ready.clone();
-            let changed_at = changed_at.clone();
-            readers.spawn(async move {
-                ready.wait().await;
-                stream
-                    .message()
-                    .await?
-                    .context("a message after the change")?;
-                let at = Instant::now();
-                let since = changed_at
-                    .get()
-                    .map_or(Duration::ZERO, |t| at.saturating_duration_since(*t));
-                // Kept until every subscriber has its message: a stream dropped here would make
-                // the server tear it down while it still fans out to the others.
-                Ok::<_, anyhow::Error>((since, stream))
-            });
-        }
-        ready.wait().await;
-        let _ = changed_at.set(Instant::now());
-        change.await?;
-        let mut delays = Vec::with_capacity(readers.len());
-        let mut streams = Vec::with_capacity(readers.len());
-        while let Some(received) = readers.join_next().await {
-            let (delay, stream) = received??;
-            delays.push(delay);
-            streams.push(stream);
-        }
-        Ok(delays)
-    }
-}
-
-/// Opens `count` Watch streams with `client`, one after the other, each with its first message.
-async fn open_streams(
-    mut client: ProxyConfigClient<Channel>,
-    count: usize,
-) -> anyhow::Result<Vec<tonic::Streaming<proxyconf_proto::v1::Resolution>>> {
-    let mut streams = Vec::with_capacity(count);
-    while streams.len() < count {
-        let mut stream = match client.watch(WatchRequest::default()).await {
-            Ok(response) => response.into_inner(),
-            // Admission control: back off and retry, as real subscribers do.
-            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            Err(status) => return Err(status.into()),
-        };
-        stream.message().await?.context("a first message")?;
-        streams.push(stream);
-    }
-    Ok(streams)
 }
