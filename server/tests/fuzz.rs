@@ -378,3 +378,23 @@ fn a_no_proxy_reason_quotes_the_first_bad_entry_not_a_later_credential() {
     assert!(reason.contains("10.0.0.0s3cret/8"), "{reason}");
     assert!(!reason.contains("squid:s3cret"), "{reason}");
 }
+
+/// `fuzz/manifest` (a 10-million-execution run): YAML also ends a line at a lone CR, so
+/// `# comment\r{…}` holds a ConfigMap; the blank-file check split lines at LF only, saw one
+/// comment line, and refused the file as empty while the manifest parser read it.
+#[test]
+fn a_comment_ended_by_a_lone_cr_does_not_make_a_manifest_blank() {
+    let text = "# exported\r{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":\
+                {\"name\":\"cluster-config\"},\"data\":{\"allow-package-registry-proxy\":\"true\"}}\n";
+    let parsed = file_format::parse(std::path::Path::new("cluster-config.yaml"), text).unwrap();
+    assert_eq!(parsed, file_format::parse_manifest(text).unwrap());
+    let proxyconf_server::source::ConfigMapState::Present { data, .. } = parsed else {
+        panic!("a ConfigMap");
+    };
+    assert_eq!(data["allow-package-registry-proxy"], "true");
+    // A comment alone, whatever ends its lines, is still a blank file.
+    assert!(matches!(
+        file_format::parse(std::path::Path::new("cluster-config.yaml"), "# a\r# b\r\n"),
+        Err(file_format::FormatError::Empty)
+    ));
+}

@@ -123,8 +123,16 @@ impl FileFormat {
 
 /// The first line, trimmed, that is neither blank nor a comment starting with one of `comment`.
 fn first_line<'a>(content: &'a str, comment: &[char]) -> Option<&'a str> {
-    content
-        .lines()
+    first_meaningful(content.lines(), comment)
+}
+
+/// [`first_line`] with YAML's line breaks (LF, CRLF and a lone CR).
+fn first_yaml_line<'a>(content: &'a str, comment: &[char]) -> Option<&'a str> {
+    first_meaningful(content.split(['\n', '\r']), comment)
+}
+
+fn first_meaningful<'a>(lines: impl Iterator<Item = &'a str>, comment: &[char]) -> Option<&'a str> {
+    lines
         .map(|l| l.trim_start_matches('\u{feff}').trim())
         .find(|l| !l.is_empty() && !l.starts_with(comment))
 }
@@ -207,7 +215,12 @@ fn read(path: &Path, content: &str, locate: bool) -> Result<ParsedFile, FormatEr
         FileFormat::Ini => &['#', ';'],
         FileFormat::Manifest | FileFormat::EnvFile => &['#'],
     };
-    if first_line(content, comments).is_none() {
+    let blank = match format {
+        // YAML also breaks lines at a lone CR: `# comment\r{"apiVersion": …}` holds a document.
+        FileFormat::Manifest => first_yaml_line(content, comments).is_none(),
+        FileFormat::Ini | FileFormat::EnvFile => first_line(content, comments).is_none(),
+    };
+    if blank {
         return Err(FormatError::Empty);
     }
     let present = |data| ConfigMapState::Present {
