@@ -14,7 +14,8 @@
 //! - [`telemetry`], [`signal`]: logging and shutdown for the binary.
 //!
 //! Modules only the server itself uses (`admission`, `error`, `history`, `metrics`, `service`,
-//! `watch_route`) are private; the others are public for the binary, the benches, the fuzz targets and the tests.
+//! `watch_route`) are private; the others are public for the binary, the benches, the fuzz
+//! targets and the tests.
 #![forbid(unsafe_code)]
 
 mod admission;
