@@ -18,8 +18,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{StreamExt, stream::FuturesUnordered};
 use h2::{RecvStream, client::SendRequest};
 use http::{HeaderMap, Request};
-use prost::Message;
-use proxyconf_proto::v1::WatchRequest;
+use proxyconf_proto::{
+    Encoded,
+    encoded::{GRPC_PREFIX_LEN, grpc_prefix},
+    v1::WatchRequest,
+};
 use tokio::{net::TcpStream, sync::Barrier, task::JoinSet};
 
 /// The gRPC method every subscriber calls.
@@ -161,7 +164,7 @@ impl Subscriber {
             .header("te", "trailers")
             .body(())?;
         let (response, mut body) = sender.send_request(request, false)?;
-        body.send_data(grpc_frame(&WatchRequest::default()), true)?;
+        body.send_data(Encoded::new(&WatchRequest::default()).grpc_frame(), true)?;
         let response = response.await.context("the Watch response")?;
         if response.status() != http::StatusCode::OK {
             bail!("Watch answered with HTTP status {}", response.status());
@@ -198,24 +201,10 @@ impl Subscriber {
     }
 }
 
-/// `message` as a gRPC frame: uncompressed, its length, its bytes.
-fn grpc_frame(message: &impl Message) -> Bytes {
-    let encoded = message.encode_to_vec();
-    let mut frame = Vec::with_capacity(5 + encoded.len());
-    frame.push(0);
-    frame.extend_from_slice(
-        &u32::try_from(encoded.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    frame.extend_from_slice(&encoded);
-    frame.into()
-}
-
 /// The length of the gRPC frame at the start of `unread`, prefix included, once it is complete.
 fn complete_message(unread: &[u8]) -> Option<usize> {
-    let prefix: [u8; 4] = unread.get(1..5)?.try_into().ok()?;
-    let length = 5 + usize::try_from(u32::from_be_bytes(prefix)).ok()?;
+    let (_, length) = grpc_prefix(unread)?;
+    let length = GRPC_PREFIX_LEN.checked_add(length)?;
     (unread.len() >= length).then_some(length)
 }
 
@@ -236,17 +225,5 @@ mod tests {
         assert_eq!(complete_message(&frame[..8]), Some(8));
         assert_eq!(complete_message(&frame), Some(8));
         assert_eq!(complete_message(&[0, 0, 0, 0, 0]), Some(5));
-    }
-
-    #[test]
-    fn the_request_frame_is_what_tonic_sends() {
-        let request = WatchRequest {
-            resume_from_version: "v1".to_owned(),
-            ..WatchRequest::default()
-        };
-        let frame = grpc_frame(&request);
-        assert_eq!(frame[0], 0, "not compressed");
-        assert_eq!(complete_message(&frame), Some(frame.len()));
-        assert_eq!(WatchRequest::decode(&frame[5..]).expect("decodes"), request);
     }
 }

@@ -24,6 +24,16 @@ pub struct Encoded<M> {
 /// The length of a gRPC frame's prefix: the compression flag and the message length.
 pub const GRPC_PREFIX_LEN: usize = 5;
 
+/// What the prefix at the start of `frame` says: whether the message is compressed, and its
+/// length; `None` until the whole prefix is there.
+pub fn grpc_prefix(frame: &[u8]) -> Option<(bool, usize)> {
+    let prefix = frame.get(..GRPC_PREFIX_LEN)?;
+    let mut length = [0; 4];
+    length.copy_from_slice(&prefix[1..]);
+    let length = usize::try_from(u32::from_be_bytes(length)).unwrap_or(usize::MAX);
+    Some((prefix[0] != 0, length))
+}
+
 impl<M: Message> Encoded<M> {
     /// Encodes `message`.
     pub fn new(message: &M) -> Self {
@@ -178,9 +188,8 @@ mod tests {
         let encoded = Encoded::new(&answer());
         let frame = encoded.grpc_frame();
         let wire = answer().encode_to_vec();
-        assert_eq!(frame[0], 0, "not compressed");
-        let length = u32::from_be_bytes(frame[1..5].try_into().unwrap());
-        assert_eq!(length as usize, wire.len());
+        assert_eq!(grpc_prefix(&frame), Some((false, wire.len())));
+        assert_eq!(grpc_prefix(&frame[..4]), None);
         assert_eq!(&frame[5..], wire.as_slice());
         assert_eq!(
             Encoded::<Resolution>::default().grpc_frame().as_ref(),

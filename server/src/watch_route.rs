@@ -20,7 +20,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited, StreamBody};
 use prost::Message;
 use proxyconf_proto::{
-    encoded::GRPC_PREFIX_LEN,
+    encoded::{GRPC_PREFIX_LEN, grpc_prefix},
     v1::{
         WatchRequest,
         proxy_config_server::{ProxyConfig, ProxyConfigServer, SERVICE_NAME},
@@ -138,17 +138,15 @@ async fn read_request(body: Body) -> Result<WatchRequest, Status> {
 
 /// Decodes the gRPC frame of a `WatchRequest`.
 fn decode_request(frame: &[u8]) -> Result<WatchRequest, Status> {
-    let Some((prefix, message)) = frame.split_at_checked(GRPC_PREFIX_LEN) else {
+    let Some((compressed, length)) = grpc_prefix(frame) else {
         return Err(Status::internal("missing request message"));
     };
-    if prefix[0] != 0 {
+    if compressed {
         return Err(Status::unimplemented(
             "compressed requests are not supported: send the WatchRequest uncompressed",
         ));
     }
-    let mut length = [0; 4];
-    length.copy_from_slice(&prefix[1..]);
-    let length = usize::try_from(u32::from_be_bytes(length)).unwrap_or(usize::MAX);
+    let message = &frame[GRPC_PREFIX_LEN..];
     if length > MAX_REQUEST_BYTES {
         return Err(too_large());
     }
