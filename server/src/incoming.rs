@@ -45,7 +45,7 @@ use tokio_util::{
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, write_batch::BatchedWrites};
 
 /// The HTTP/2 client connection preface (RFC 9113, section 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -239,7 +239,7 @@ async fn prepare<H: Handshake>(
         },
     };
     let connection = Connection {
-        io,
+        io: BatchedWrites::new(io),
         peer,
         replayed: 0,
         frames: Frames::default(),
@@ -342,7 +342,7 @@ struct Watchdog {
 /// server closes connections, reading and writing fail; a flood of PINGs or resets fails reading.
 /// hyper drops a connection whose I/O fails.
 pub struct Connection<IO> {
-    io: IO,
+    io: BatchedWrites<IO>,
     peer: SocketAddr,
     /// How much of [`PREFACE`] has been handed back.
     replayed: usize,
@@ -405,7 +405,7 @@ impl<IO> Connection<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Connection<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Connection<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -492,7 +492,7 @@ impl<IO: Connected> Connected for Connection<IO> {
     type ConnectInfo = IO::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        self.io.get_ref().connect_info()
     }
 }
 

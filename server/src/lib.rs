@@ -34,6 +34,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 mod watch_route;
+mod write_batch;
 
 use std::{future::Future, pin::pin, sync::Arc, time::Duration};
 
