@@ -11,8 +11,10 @@
 //! - A connection must open its first stream within `handshake_timeout` of being accepted, or it
 //!   is closed: [`Connection`] follows the frame headers hyper reads, and sees the first HEADERS.
 //! - Floods of cheap frames leave the others served: each connection gets about 16 KiB read per
-//!   turn of its task, then yields, and one sending more than [`MAX_PINGS_PER_SECOND`] PINGs or
-//!   [`MAX_RESETS_PER_SECOND`] stream resets (RST_STREAM) in a second is closed. Measured in a
+//!   turn of its task, then yields, and one sending more than [`MAX_PINGS_PER_SECOND`] PINGs,
+//!   [`MAX_SETTINGS_PER_SECOND`] SETTINGS or [`MAX_RESETS_PER_SECOND`] stream resets (RST_STREAM)
+//!   in a second is closed. (h2 itself refuses header lists over the limit with 431, and closes a
+//!   connection that sends more CONTINUATION frames than that limit needs.) Measured in a
 //!   debug build, Resolve p99 under 5,000 resets and 500,000 PINGs a second: 56 ms without
 //!   either, 2.3-3.5 ms with both (0.8-0.9 ms unloaded); the budget alone took an unpaced PING
 //!   flood's 88 ms to 22 ms.
@@ -245,6 +247,7 @@ async fn prepare<H: Handshake>(
         frames: Frames::default(),
         first_stream: Some(Box::pin(tokio::time::sleep_until(deadline))),
         pings: PerSecond::new(MAX_PINGS_PER_SECOND),
+        settings: PerSecond::new(MAX_SETTINGS_PER_SECOND),
         resets: PerSecond::new(MAX_RESETS_PER_SECOND),
         closing: Box::pin(shared.closing.clone().cancelled_owned()),
         watchdog: shared.watchdog.clone(),
@@ -339,7 +342,8 @@ struct Watchdog {
 
 /// A connection as tonic gets it: the preface that was read first, then the client's bytes.
 /// Until the first stream opens, reading fails once the handshake deadline passes; once the
-/// server closes connections, reading and writing fail; a flood of PINGs or resets fails reading.
+/// server closes connections, reading and writing fail; a flood of PINGs, SETTINGS or resets fails
+/// reading.
 /// hyper drops a connection whose I/O fails.
 pub struct Connection<IO> {
     io: BatchedWrites<IO>,
@@ -351,6 +355,7 @@ pub struct Connection<IO> {
     /// Until the first HEADERS frame: when the connection is closed without one.
     first_stream: Option<Pin<Box<Sleep>>>,
     pings: PerSecond,
+    settings: PerSecond,
     resets: PerSecond,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
     watchdog: Arc<Watchdog>,
@@ -379,22 +384,19 @@ impl<IO> Connection<IO> {
     /// Follows the frames in `read`: the first HEADERS disarms the deadline, a flood fails.
     fn follow(&mut self, mut read: &[u8]) -> io::Result<()> {
         while let Some(header) = self.frames.next_header(&mut read) {
-            let flood = match header[3] {
+            let now = Instant::now();
+            let (flood, what) = match header[3] {
                 HEADERS => {
                     self.first_stream = None;
                     continue;
                 }
-                PING if header[4] & ACK == 0 => self.pings.spent(Instant::now()),
-                RST_STREAM => self.resets.spent(Instant::now()),
+                PING if header[4] & ACK == 0 => (self.pings.spent(now), "PINGs"),
+                SETTINGS if header[4] & ACK == 0 => (self.settings.spent(now), "SETTINGS frames"),
+                RST_STREAM => (self.resets.spent(now), "stream resets"),
                 _ => continue,
             };
             if let Some(limit) = flood {
                 self.watchdog.floods.inc();
-                let what = if header[3] == PING {
-                    "PINGs"
-                } else {
-                    "stream resets"
-                };
                 let why = format_args!("more than {limit} {what} in a second");
                 self.watchdog.flood_log.refused(self.peer, &why);
                 let error = format!("flood: {why}");
@@ -500,8 +502,11 @@ impl<IO: Connected> Connected for Connection<IO> {
 const HEADERS: u8 = 0x1;
 /// The frame type that resets a stream.
 const RST_STREAM: u8 = 0x3;
-/// The frame type of PINGs, and the flag of their answers.
+/// The frame type of settings.
+const SETTINGS: u8 = 0x4;
+/// The frame type of PINGs.
 const PING: u8 = 0x6;
+/// The flag of an answer to SETTINGS or a PING.
 const ACK: u8 = 0x1;
 /// Length (3 bytes), type, flags, stream identifier (4 bytes).
 const FRAME_HEADER: usize = 9;
@@ -510,6 +515,11 @@ const FRAME_HEADER: usize = 9;
 /// connection alive (every 30 s and more) or to size their flow-control window after receiving
 /// data (gRPC C-core: 10 a second at most); a flood sends thousands.
 pub const MAX_PINGS_PER_SECOND: u32 = 100;
+
+/// SETTINGS frames a client may send in a second; one more closes its connection. A client sends
+/// one after the preface and a few more when it resizes its windows (grpc-go's BDP estimation);
+/// each one costs the server an acknowledgement, and a flood sends thousands.
+pub const MAX_SETTINGS_PER_SECOND: u32 = 100;
 
 /// Streams a client may reset in a second; one more closes its connection. A client cancels a
 /// call it gave up on; one that resets streams as fast as it opens them (rapid reset) costs the
@@ -653,7 +663,6 @@ mod tests {
 
     #[test]
     fn frames_are_found_in_any_split_and_payloads_are_skipped() {
-        const SETTINGS: u8 = 0x4;
         // A payload of bytes equal to HEADERS must not be taken for frame headers.
         let mut bytes = frame(18, SETTINGS);
         bytes.extend(

@@ -5,6 +5,7 @@ mod grpc {
     pub mod util;
 
     mod connections;
+    mod frames;
     mod health_and_reflection;
     mod lifecycle;
     mod limits;
