@@ -31,6 +31,8 @@ pub struct Scale {
     pub fan_out_rounds: usize,
     /// Subscribers of the file and directory sources.
     pub file_subscribers: usize,
+    /// Connections of one Watch stream each, whose memory is measured.
+    pub single_stream_connections: usize,
     /// Subscribers and connections of the fan-out near the wire's limit, when run.
     pub large_fan_out: Option<(usize, usize)>,
     pub idle_window: Duration,
@@ -51,6 +53,7 @@ impl Scale {
             subscriber_connections: 100,
             fan_out_rounds: 3,
             file_subscribers: 2_000,
+            single_stream_connections: 5_000,
             large_fan_out: None,
             idle_window: Duration::from_secs(5),
             calls_counted: 1000,
@@ -70,6 +73,7 @@ impl Scale {
             subscriber_connections: 5,
             fan_out_rounds: 1,
             file_subscribers: 20,
+            single_stream_connections: 20,
             large_fan_out: None,
             idle_window: Duration::from_millis(500),
             calls_counted: 50,
@@ -100,6 +104,28 @@ async fn large_fan_out(
     add_fan_out(table, (&fan_out, &floor), 1, Duration::from_millis(1500));
     Ok(())
 }
+
+/// The memory a connection costs the server once HTTP/2 is up, with one Watch stream on it (a
+/// subscriber that does not share its connection): what deploy/base sizes its memory limit with,
+/// at [`CONNECTION_KIB_BOUND`] each.
+async fn connection_memory(table: &mut Table, connections: usize) -> anyhow::Result<()> {
+    let (fan_out, _) = fanout::kubernetes(connections, connections, &[]).await?;
+    let per_connection = fan_out.per_subscriber_kib();
+    table.add(
+        &format!("server memory with {connections} connections of one Watch stream each"),
+        format!(
+            "{per_connection:.1} KiB per connection ({:.1} → {:.1} MiB)",
+            fan_out.rss_before_kib as f64 / 1024.0,
+            fan_out.rss_with_kib as f64 / 1024.0
+        ),
+        &format!("≤ {CONNECTION_KIB_BOUND} KiB per connection"),
+        Some(per_connection <= CONNECTION_KIB_BOUND as f64),
+    );
+    Ok(())
+}
+
+/// The memory per connection that deploy/base's sizing assumes (tests/tests/deploy.rs).
+const CONNECTION_KIB_BOUND: u64 = 32;
 
 /// The memory row of a fan-out run.
 fn add_memory(table: &mut Table, fan_out: &FanOut) {
@@ -177,6 +203,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
     drop(server);
     file_source::file_change(&mut table, scale.file_subscribers).await?;
     file_source::directory_swap(&mut table, scale.file_subscribers).await?;
+    connection_memory(&mut table, scale.single_stream_connections).await?;
     if let Some((subscribers, connections)) = scale.large_fan_out {
         large_fan_out(&mut table, subscribers, connections).await?;
     }

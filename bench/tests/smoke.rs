@@ -25,6 +25,7 @@ fn the_whole_suite_runs_at_smoke_scale() {
         "`proxyconf env` whole process",
         "server memory with 50 idle subscribers",
         "one ConfigMap change reaches 50 subscribers",
+        "server memory with 20 connections of one Watch stream each",
     ] {
         assert!(stdout.contains(row), "missing {row:?} in\n{stdout}");
     }

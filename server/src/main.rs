@@ -149,7 +149,9 @@ struct ServeArgs {
     max_connection_age: Duration,
 
     /// Serve at most this many connections at once; one more is accepted and closed at once
-    /// (counted in proxyconf_connections_refused_total).
+    /// (counted in proxyconf_connections_refused_total). Each holds up to 32 KiB once HTTP/2 is
+    /// up: keep this times 32 KiB, plus --max-watch-streams times 4 KiB, plus 64 MiB, within the
+    /// memory the server may use (deploy/base sets 4000 and 10000 for 256 MiB).
     #[arg(long, default_value = "20000", value_name = "N", value_parser = at_least_one())]
     max_connections: usize,
 
@@ -158,7 +160,7 @@ struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = proxyconf_server::incoming::parse_handshake_timeout, value_name = "DURATION")]
     handshake_timeout: Duration,
 
-    /// Serve at most this many Watch streams at once (about 4 KiB each); one more is refused with
+    /// Serve at most this many Watch streams at once (up to 4 KiB each); one more is refused with
     /// RESOURCE_EXHAUSTED, to be retried with backoff or on another replica.
     #[arg(long, default_value = "20000", value_name = "N", value_parser = at_least_one())]
     max_watch_streams: usize,

@@ -2,12 +2,16 @@
 //! PATH; `.ci/run` checks), every object parsed as its k8s-openapi type, and the properties that
 //! matter asserted: least-privilege RBAC, probes on the gRPC health service, hardening.
 
-use std::{collections::BTreeMap, process::Command};
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Namespace, Service, ServiceAccount},
+        core::v1::{Container, Namespace, Service, ServiceAccount},
         networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
         rbac::v1::{PolicyRule, Role, RoleBinding},
@@ -15,6 +19,8 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde_json::Value;
+
+use crate::e2e::util::binary;
 
 /// The rendered base, by kind.
 fn render() -> BTreeMap<String, Vec<Value>> {
@@ -224,6 +230,106 @@ fn services_and_network_policy_expose_only_what_is_needed() {
 
     let pdb: PodDisruptionBudget = one(&objects, "PodDisruptionBudget");
     assert_eq!(pdb.spec.unwrap().min_available, Some(IntOrString::Int(1)));
+}
+
+/// The server's container in the rendered base.
+fn server_container() -> Container {
+    let deployment: Deployment = one(&render(), "Deployment");
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    pod.containers.into_iter().next().expect("a container")
+}
+
+/// The value of `--flag=VALUE` in `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|arg| arg.strip_prefix(flag)?.strip_prefix('='))
+}
+
+/// A memory quantity in KiB (`Mi` and `Gi`, the suffixes deploy/ uses).
+fn kib(quantity: &str) -> u64 {
+    let (number, unit) = quantity.split_at(quantity.len() - 2);
+    let number: u64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("quantity {quantity}"));
+    match unit {
+        "Mi" => number * 1024,
+        "Gi" => number * 1024 * 1024,
+        _ => panic!("quantity {quantity}: only Mi and Gi are read here"),
+    }
+}
+
+/// What a connection costs the server once HTTP/2 is up, with its first Watch stream, KiB: the
+/// bound of proxyconf-bench's row "server memory with 5000 connections of one Watch stream each"
+/// (measured 24.7 KiB).
+const CONNECTION_KIB: u64 = 32;
+/// What another Watch stream costs, KiB: the bound of the bench's idle subscriber rows (measured
+/// 1.97 KiB at 10,000, 2.64 KiB at 100,000).
+const WATCH_STREAM_KIB: u64 = 4;
+/// Everything else, KiB: measured peak 57 MiB serving a 1 MiB ConfigMap, its answers cached for
+/// 21 scopes, across a change (12.5 MiB with a typical ConfigMap).
+const REST_KIB: u64 = 64 * 1024;
+
+#[test]
+fn the_memory_limit_covers_every_connection_and_watch_stream_the_caps_let_in() {
+    let container = server_container();
+    let args = container.args.unwrap();
+    // Without the flags, the binary's defaults (20,000 each) hold 700 MiB.
+    let cap = |name: &str| -> u64 {
+        let value = flag(&args, name).unwrap_or_else(|| panic!("{name} is not set: {args:?}"));
+        value.parse().unwrap_or_else(|_| panic!("{name}={value}"))
+    };
+    let (connections, streams) = (cap("--max-connections"), cap("--max-watch-streams"));
+    let limits = container.resources.unwrap().limits.unwrap();
+    let limit = kib(&limits["memory"].0);
+    let needed = connections * CONNECTION_KIB + streams * WATCH_STREAM_KIB + REST_KIB;
+    assert!(
+        needed <= limit,
+        "{connections} connections and {streams} Watch streams need up to {needed} KiB, over \
+         the memory limit of {limit} KiB: the replica would be OOM-killed before it refuses"
+    );
+}
+
+#[test]
+fn the_server_binary_takes_the_deployments_arguments() {
+    let args: Vec<String> = server_container()
+        .args
+        .unwrap()
+        .into_iter()
+        .map(|arg| match arg.split_once('=') {
+            Some(("--listen" | "--metrics-listen", _)) => {
+                format!("{}=127.0.0.1:0", arg.split_once('=').unwrap().0)
+            }
+            _ => arg,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    // No cluster here: with every argument accepted, the server stops at its Kubernetes client
+    // (exit 1); a wrong flag or value stops it before, at the command line (exit 2).
+    let mut server = Command::new(binary("proxyconf-server"))
+        .args(&args)
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            server.kill().unwrap();
+            panic!("proxyconf-server {args:?} did not stop without a cluster");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::io::read_to_string(server.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains("cannot configure the Kubernetes client"),
+        "{args:?}: {stderr}"
+    );
 }
 
 #[test]
