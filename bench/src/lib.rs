@@ -12,8 +12,10 @@
 //! - [`fanout`]: one change to every Watch subscriber, and each idle subscriber's memory.
 //! - [`costs`]: in-process costs: resolving ConfigMaps, allocation.
 //! - [`client_runs`]: `proxyconf env` as a whole process.
+//! - [`abuse`]: `Resolve` latency under rapid reset and PING floods.
 //! - [`suite`]: runs it all and builds the [`report::Table`].
 
+pub mod abuse;
 pub mod bare;
 pub mod client_runs;
 pub mod costs;

@@ -9,7 +9,7 @@ use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient
 use tonic::transport::Channel;
 
 use crate::{
-    client_runs, costs,
+    abuse, client_runs, costs,
     fanout::{self, FanOut},
     file_source, load, machine, percentiles,
     processes::ServerProcess,
@@ -37,6 +37,9 @@ pub struct Scale {
     pub large_fan_out: Option<(usize, usize)>,
     pub idle_window: Duration,
     pub calls_counted: usize,
+    /// Sequential `Resolve` calls per p99, and rounds, of the measurement under attack.
+    pub attacked_calls: usize,
+    pub attacked_rounds: usize,
 }
 
 impl Scale {
@@ -57,6 +60,8 @@ impl Scale {
             large_fan_out: None,
             idle_window: Duration::from_secs(5),
             calls_counted: 1000,
+            attacked_calls: 2000,
+            attacked_rounds: 3,
         }
     }
 
@@ -77,6 +82,8 @@ impl Scale {
             large_fan_out: None,
             idle_window: Duration::from_millis(500),
             calls_counted: 50,
+            attacked_calls: 100,
+            attacked_rounds: 1,
         }
     }
 }
@@ -102,6 +109,42 @@ async fn large_fan_out(
     let floor = fanout::bare(subscribers, connections, &answer).await?;
     add_memory(table, &fan_out);
     add_fan_out(table, (&fan_out, &floor), 1, Duration::from_millis(1500));
+    Ok(())
+}
+
+/// `Resolve` latency under rapid reset and PING floods, beside unloaded: the round with the median
+/// ratio.
+async fn under_attack(
+    table: &mut Table,
+    server: &ServerProcess,
+    scale: &Scale,
+) -> anyhow::Result<()> {
+    let mut rounds = abuse::measure(server, scale.attacked_calls, scale.attacked_rounds).await?;
+    rounds.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    let median = rounds.swap_remove(rounds.len() / 2);
+    let (resets, pings) = abuse::rates();
+    let of_rounds = match scale.attacked_rounds {
+        1 => String::new(),
+        n => format!(", median of {n} rounds"),
+    };
+    table.add(
+        &format!(
+            "`Resolve` p99, {} sequential calls, under rapid reset ({resets}/s) and PING floods \
+             ({pings}/s){of_rounds}",
+            scale.attacked_calls
+        ),
+        format!(
+            "{} vs {} unloaded: ×{:.2} ({} resets, {} PINGs, {} GOAWAYs meanwhile)",
+            ms(median.attacked_p99),
+            ms(median.unloaded_p99),
+            median.ratio(),
+            median.attack.resets,
+            median.attack.pings,
+            median.attack.goaways
+        ),
+        "≤ 2× unloaded",
+        Some(median.ratio() <= 2.0),
+    );
     Ok(())
 }
 
@@ -198,6 +241,7 @@ pub async fn run(scale: &Scale) -> anyhow::Result<Table> {
     api_requests(&mut table, &api, &channels[0], scale).await?;
     unary(&mut table, &channels, &answer, scale).await?;
     client_process(&mut table, &server, scale)?;
+    under_attack(&mut table, &server, scale).await?;
     fan_out(&mut table, &server, &api, &answer, scale).await?;
     // The Kubernetes-backed server ends before the file sources are measured on this machine.
     drop(server);

@@ -23,6 +23,7 @@ fn the_whole_suite_runs_at_smoke_scale() {
         "unary Resolve, 256 concurrent",
         "Resolve latency at 200 requests/s",
         "`proxyconf env` whole process",
+        "`Resolve` p99, 100 sequential calls, under rapid reset",
         "server memory with 50 idle subscribers",
         "one ConfigMap change reaches 50 subscribers",
         "server memory with 20 connections of one Watch stream each",
