@@ -255,23 +255,13 @@ async fn cache_proxy(
 
 /// `proxyconf install DIR`: copies this executable to `DIR/proxyconf`, atomically, mode 0755.
 fn install(dir: &Path) -> Result<ExitCode, Failure> {
-    use std::os::unix::fs::PermissionsExt;
     let cannot =
         |e: io::Error| Failure::Other(format!("cannot install into {}: {e}", dir.display()));
     let exe = std::env::current_exe().map_err(cannot)?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".proxyconf-")
-        .permissions(std::fs::Permissions::from_mode(0o755))
-        .tempfile_in(dir)
-        .map_err(cannot)?;
-    io::copy(
-        &mut std::fs::File::open(&exe).map_err(cannot)?,
-        file.as_file_mut(),
-    )
-    .map_err(cannot)?;
-    file.as_file().sync_all().map_err(cannot)?;
+    let mut source = std::fs::File::open(&exe).map_err(cannot)?;
     let path = dir.join("proxyconf");
-    file.persist(&path).map_err(|e| cannot(e.error))?;
+    render::replace_file(&path, 0o755, |file| io::copy(&mut source, file).map(drop))
+        .map_err(cannot)?;
     eprintln!("proxyconf: installed {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

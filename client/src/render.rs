@@ -113,6 +113,18 @@ pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
             .open(path)?
             .write_all(content.as_bytes());
     }
+    // Readable by the later steps of a task, which may run as another user.
+    replace_file(path, 0o644, |file| file.write_all(content.as_bytes()))
+}
+
+/// Replaces `path` with a file of `mode` that `fill` writes, atomically and durably: through a
+/// temporary file beside it (exclusive, unpredictable name), synced, renamed over `path`, and the
+/// directory synced so that the rename survives a crash.
+pub fn replace_file(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -123,15 +135,13 @@ pub fn write_atomically(path: &Path, content: &str) -> io::Result<()> {
             "not a file path",
         ));
     }
-    // Readable by the later steps of a task, which may run as another user.
     let mut file = tempfile::Builder::new()
         .prefix(".proxyconf-")
-        .permissions(std::fs::Permissions::from_mode(0o644))
+        .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(dir)?;
-    file.write_all(content.as_bytes())?;
+    fill(file.as_file_mut())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
-    // The rename is durable once the directory is.
     std::fs::File::open(dir)?.sync_all()
 }
 
