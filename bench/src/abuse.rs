@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Context;
-use proxyconf_e2e::attack::{AttackCounts, Attackers, PINGS_PER_TICK, RESETS_PER_TICK};
+use proxyconf_e2e::attack::{AttackCounts, Attackers};
 use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
 use tonic::transport::Channel;
 
@@ -27,12 +27,6 @@ impl Round {
     pub fn ratio(&self) -> f64 {
         self.attacked_p99.as_secs_f64() / self.unloaded_p99.as_secs_f64().max(1e-9)
     }
-}
-
-/// The attack's rate, for the row's label: (resets, PINGs) a second, over all attackers.
-pub fn rates() -> (usize, u64) {
-    // Two of each, a burst every 10 ms.
-    (2 * RESETS_PER_TICK * 100, 2 * PINGS_PER_TICK * 100)
 }
 
 /// The 99th percentile of `calls` sequential `Resolve` latencies.

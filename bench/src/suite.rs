@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use proxyconf_e2e::fake_apiserver::FakeApiServer;
+use proxyconf_e2e::{
+    attack::{PINGS_PER_SECOND, RESETS_PER_SECOND},
+    fake_apiserver::FakeApiServer,
+};
 use proxyconf_proto::v1::{ResolveRequest, proxy_config_client::ProxyConfigClient};
 use tonic::transport::Channel;
 
@@ -122,11 +125,8 @@ async fn under_attack(
     let mut rounds = abuse::measure(server, scale.attacked_calls, scale.attacked_rounds).await?;
     rounds.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
     let median = rounds.swap_remove(rounds.len() / 2);
-    let (resets, pings) = abuse::rates();
-    let of_rounds = match scale.attacked_rounds {
-        1 => String::new(),
-        n => format!(", median of {n} rounds"),
-    };
+    let (resets, pings) = (RESETS_PER_SECOND, PINGS_PER_SECOND);
+    let of_rounds = median_of(scale.attacked_rounds);
     table.add(
         &format!(
             "`Resolve` p99, {} sequential calls, under rapid reset ({resets}/s) and PING floods \
@@ -146,6 +146,14 @@ async fn under_attack(
         Some(median.ratio() <= 2.0),
     );
     Ok(())
+}
+
+/// What a row's label says of its rounds: nothing for one.
+fn median_of(rounds: usize) -> String {
+    match rounds {
+        1 => String::new(),
+        n => format!(", median of {n} rounds"),
+    }
 }
 
 /// The memory a connection costs the server once HTTP/2 is up, with one Watch stream on it (a
@@ -189,18 +197,14 @@ fn add_memory(table: &mut Table, fan_out: &FanOut) {
 }
 
 /// A fan-out row: proxyconf-server beside the bare floor, against `target` for the p99. With
-/// several rounds, each side's round with the median p99.
-/// A fan-out's row; `rounds` is how many rounds each side's figures are the median of.
+/// several `rounds`, each side's round with the median p99.
 fn add_fan_out(
     table: &mut Table,
     (fan_out, floor): (&FanOut, &FanOut),
     rounds: usize,
     target: Duration,
 ) {
-    let median = match rounds {
-        1 => String::new(),
-        n => format!(", median of {n} rounds"),
-    };
+    let median = median_of(rounds);
     table.add(
         &format!(
             "one ConfigMap change reaches {} subscribers over {} connections{median}",

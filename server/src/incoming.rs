@@ -343,8 +343,7 @@ struct Watchdog {
 /// A connection as tonic gets it: the preface that was read first, then the client's bytes.
 /// Until the first stream opens, reading fails once the handshake deadline passes; once the
 /// server closes connections, reading and writing fail; a flood of PINGs, SETTINGS or resets fails
-/// reading.
-/// hyper drops a connection whose I/O fails.
+/// reading. hyper drops a connection whose I/O fails.
 pub struct Connection<IO> {
     io: BatchedWrites<IO>,
     peer: SocketAddr,

@@ -19,11 +19,20 @@ use tokio_util::sync::CancellationToken;
 /// The HTTP/2 client connection preface.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How often the attackers send a burst.
-const TICK: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_millis(1000 / TICKS_PER_SECOND as u64);
 /// Streams each rapid-reset attacker opens and resets per tick: 2,500 a second.
-pub const RESETS_PER_TICK: usize = 25;
+const RESETS_PER_TICK: usize = 25;
 /// PINGs each PING flooder sends per tick: 250,000 a second.
-pub const PINGS_PER_TICK: u64 = 2_500;
+const PINGS_PER_TICK: u64 = 2_500;
+/// Attackers of each kind that [`Attackers`] starts.
+const ATTACKERS_OF_EACH_KIND: usize = 2;
+/// Ticks in a second.
+const TICKS_PER_SECOND: usize = 100;
+/// Streams reset a second by all of [`Attackers`].
+pub const RESETS_PER_SECOND: usize = ATTACKERS_OF_EACH_KIND * RESETS_PER_TICK * TICKS_PER_SECOND;
+/// PINGs sent a second by all of [`Attackers`].
+pub const PINGS_PER_SECOND: u64 =
+    (ATTACKERS_OF_EACH_KIND * TICKS_PER_SECOND) as u64 * PINGS_PER_TICK;
 
 /// What the attackers did, counted as they go.
 #[derive(Debug, Default)]
@@ -166,7 +175,7 @@ impl Attackers {
             .build()
             .expect("a runtime for the attackers");
         let mut running = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..ATTACKERS_OF_EACH_KIND {
             let (attack_a, stop_a) = (attack.clone(), stop.clone());
             running.push(runtime.spawn(async move { rapid_reset(addr, &attack_a, stop_a).await }));
             let (attack_b, stop_b) = (attack.clone(), stop.clone());
